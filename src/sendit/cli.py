@@ -1,0 +1,267 @@
+"""The `sendit` command: each verb is a thin call into the pipeline modules.
+
+Heavy libraries (torch, transformers, peft) are imported inside the verbs, so `--help` is instant
+and `sendit predict` spends its time on the model, not on imports it does not need.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # hub ids still work where a cache has them
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Adapt pretrained transformers to sentiment classification and measure which method to pick.")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare, download and inspect datasets.")
+app.add_typer(data_app, name="data")
+console = Console()
+
+SetOption = typer.Option(None, "--set", "-s", help="Override a config field: KEY=VALUE, e.g. train.epochs=2")
+
+
+def _quiet() -> None:
+    """Silence library chatter (load reports, a bitsandbytes notice) that buries our output."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("transformers", "peft", "accelerate", "bitsandbytes", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _guard(call):
+    """Run `call`, turning our own input errors into one clear line and exit code 2."""
+    from sendit.config import ConfigError
+    from sendit.data import DataError
+    from sendit.models import ModelError
+    from sendit.run import RunError
+
+    try:
+        return call()
+    except (ConfigError, DataError, ModelError, RunError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quickstart.yaml"),
+          overrides: Optional[list[str]] = SetOption,
+          dry_run: bool = typer.Option(False, "--dry-run", help="List the runs without running them")):
+    """Run a comparative study (methods x seeds), resumable; print and save the results table."""
+    from sendit.config import load_study
+    from sendit.study import plan
+
+    cfg = _guard(lambda: load_study(config, overrides or []))
+    if dry_run:
+        runs = _guard(lambda: plan(cfg))
+        for run in runs:
+            console.print(run.run_id)
+        console.print(f"{len(runs)} runs -> {cfg.directory}")
+        return
+    _quiet()
+    from sendit.study import run_study
+    from sendit.table import results_table
+
+    results = _guard(lambda: run_study(cfg, console))
+    console.print(results_table(results, f"{cfg.name}: test set, best configuration per method by val F1"))
+    console.print(f"results: {cfg.directory / 'results.csv'}")
+
+
+@app.command()
+def train(dataset: str = typer.Option("sentiment140", help="Registry name (sentiment140, csv, jsonl, ...)"),
+          data_path: Optional[str] = typer.Option(None, help="File or folder of the data"),
+          model: str = typer.Option("minilm", help="Alias, local directory or hub id"),
+          method: str = typer.Option("lora", help="See `sendit methods`"),
+          lr: Optional[float] = typer.Option(None, help="Default: the method's own"),
+          epochs: float = typer.Option(1.0), batch_size: int = typer.Option(32),
+          max_length: int = typer.Option(64), sample: Optional[int] = typer.Option(None),
+          seed: int = typer.Option(42), out: Path = typer.Option(Path("runs/train"), help="Run directory"),
+          overrides: Optional[list[str]] = SetOption):
+    """Train one run and evaluate it on the test split."""
+    _quiet()
+    from sendit.config import RunConfig, apply_overrides, build
+    from sendit.data import prepare
+    from sendit.run import execute
+    from sendit.table import results_table
+
+    values = apply_overrides({
+        "data": {"dataset": dataset, "path": data_path, "sample": sample},
+        "model": {"name": model, "max_length": max_length},
+        "method": {"name": method, "lr": lr},
+        "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed}}, overrides or [])
+    cfg = _guard(lambda: build(RunConfig, values))
+    splits = _guard(lambda: prepare(cfg.data))
+    row = _guard(lambda: execute(cfg, out, splits))
+    if row:
+        import pandas as pd
+
+        console.print(results_table(pd.DataFrame([row]), f"{method} on {dataset}"))
+        console.print(f"run: {out}")
+
+
+@app.command("eval")
+def evaluate(run: Path = typer.Argument(..., help="A run directory"),
+             dataset: Optional[str] = typer.Option(None, help="NAME or NAME:SPLIT (default: the run's test split)"),
+             data_path: Optional[str] = typer.Option(None, help="File or folder of that dataset")):
+    """Evaluate a saved run on a dataset split."""
+    _quiet()
+    from dataclasses import replace
+
+    from sendit.batching import encode
+    from sendit.data import parse_split_name, prepare
+    from sendit.evaluate import classification_metrics, predict_logits
+    from sendit.run import batching_for, load, use_bf16
+
+    model, tokenizer, cfg = _guard(lambda: load(run))
+    data = cfg.data
+    split = "test"
+    if dataset:
+        name, split = parse_split_name(dataset)
+        data = replace(cfg.data, dataset=name, path=data_path)
+        split = split or "test"
+    splits = _guard(lambda: prepare(data))
+    frame = getattr(splits, {"dev": "val", "validation": "val"}.get(split, split), None)
+    if frame is None:
+        _fail(f"dataset {data.dataset} has no split '{split}' (train, val, test)")
+    if list(splits.label_names) != list(cfg.data.label_names):
+        _fail(f"labels of {data.dataset} {splits.label_names} differ from the run's {cfg.data.label_names}")
+    encoded = encode(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), cfg.model.max_length)
+    logits, seconds = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
+                                     **vars(batching_for(tokenizer, model)))
+    metrics = classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
+    console.print(f"{run} on {data.dataset}:{split} ({len(frame):,} examples, {seconds:.1f} s)")
+    for key in ("accuracy", "f1_macro", "f1_weighted", "recall_macro"):
+        console.print(f"  {key:<13} {metrics[key]:.4f}")
+    console.print(f"  confusion     {metrics['confusion_matrix']}")
+
+
+@app.command()
+def predict(run: Path = typer.Argument(..., help="A run directory"),
+            texts: Optional[list[str]] = typer.Argument(None, help="Texts to label; '-' reads stdin"),
+            file: Optional[Path] = typer.Option(None, "--file", "-f", help="One text per line, or CSV/JSONL"),
+            text_column: str = typer.Option("text", help="Text column of a CSV/JSONL file"),
+            output: str = typer.Option("table", "--output", "-o", help="table | csv | jsonl"),
+            batch_size: int = typer.Option(64)):
+    """Label texts with a saved run: label and probability of every class."""
+    _quiet()
+    from sendit.predict import predict_texts, read_texts
+    from sendit.run import load
+
+    items = _guard(lambda: read_texts(texts or [], file, text_column, sys.stdin))
+    if not items:
+        _fail("no texts given: pass TEXT arguments, --file F, or '-' to read stdin")
+    model, tokenizer, cfg = _guard(lambda: load(run))
+    frame = predict_texts(model, tokenizer, cfg, items, batch_size)
+    if output == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif output == "jsonl":
+        sys.stdout.write(frame.to_json(orient="records", lines=True, force_ascii=False) + "\n")
+    else:
+        from rich.table import Table
+
+        table = Table(*frame.columns)
+        for row in frame.itertuples(index=False):
+            table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+        console.print(table)
+
+
+@app.command()
+def methods(model: str = typer.Option("minilm", help="Count trainable parameters on this model"),
+            num_labels: int = typer.Option(2)):
+    """List every method with its trainable parameter count on a model."""
+    _quiet()
+    from rich.table import Table
+
+    from sendit.config import MethodConfig
+    from sendit.methods import METHODS, get_method
+    from sendit.methods.base import options_help
+    from sendit.models import count_parameters, load_model
+
+    table = Table("method", "trainable params", "share", "default lr", "options", "what trains")
+    for name, cls in METHODS.items():
+        base, _ = _guard(lambda: load_model(model, num_labels))
+        method = get_method(MethodConfig(name=name))
+        trainable, total = count_parameters(method.apply(base))
+        trainable = trainable if method.trains else 0
+        options = ", ".join(f"{k}={v}" for k, v in options_help(cls)) or "-"
+        table.add_row(name, f"{trainable:,}", f"{trainable / total:.3%}",
+                      f"{method.lr:g}" if method.lr else "-", options, cls.summary)
+    console.print(table)
+    console.print(f"model {model}: {total:,} parameters")
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(..., help="Registry name"),
+                 path: Optional[str] = typer.Option(None, help="File or folder (default: under ./data)"),
+                 sample: Optional[int] = typer.Option(None, help="Stratified downsample to N"),
+                 split: str = typer.Option("80/10/10", help="train/val/test percentages"),
+                 seed: int = typer.Option(42), out: Path = typer.Option(Path("data/prepared"), "-o", "--out")):
+    """Clean, sample and split a dataset; write train/val/test CSVs (text,label)."""
+    from sendit.config import DataConfig
+    from sendit.data import prepare
+    from sendit.io import atomic_write_csv
+
+    fractions = _parse_split(split)
+    splits = _guard(lambda: prepare(DataConfig(dataset=name, path=path, sample=sample, split=fractions, seed=seed)))
+    target = out / name
+    for part in ("train", "val", "test"):
+        atomic_write_csv(target / f"{part}.csv", getattr(splits, part))
+    console.print(f"{name}: train {len(splits.train):,} / val {len(splits.val):,} / test {len(splits.test):,} -> {target}")
+
+
+def _parse_split(split: str) -> list[float]:
+    try:
+        parts = [float(p) for p in split.split("/")]
+    except ValueError:
+        _fail(f"--split {split!r}: expected percentages like 80/10/10")
+    if len(parts) != 3 or abs(sum(parts) - 100) > 1e-6:
+        _fail(f"--split {split!r}: three percentages summing to 100, like 80/10/10")
+    return [p / 100 for p in parts]
+
+
+@data_app.command("download")
+def data_download(name: str = typer.Argument(..., help="Dataset to fetch from its canonical URL"),
+                  dest: Path = typer.Option(Path("data"), help="Folder to write into")):
+    """Fetch a dataset's original archive, verify it, and extract it (needs a network)."""
+    from sendit.data.download import download
+
+    path = _guard(lambda: download(name, dest))
+    console.print(f"{name}: verified and extracted to {path}")
+
+
+@data_app.command("info")
+def data_info(name: str = typer.Argument(..., help="Registry name"),
+              path: Optional[str] = typer.Option(None, help="File or folder (default: under ./data)")):
+    """Print each split's row count and label distribution."""
+    from rich.table import Table
+
+    from sendit.config import DataConfig
+    from sendit.data import prepare
+
+    splits = _guard(lambda: prepare(DataConfig(dataset=name, path=path)))
+    table = Table("split", "rows", *splits.label_names)
+    for part in ("train", "val", "test"):
+        frame = getattr(splits, part)
+        counts = frame["label"].value_counts()
+        table.add_row(part, f"{len(frame):,}", *(f"{counts.get(i, 0):,}" for i in range(len(splits.label_names))))
+    console.print(table)
+    console.print({k: v for k, v in splits.stats.items() if not isinstance(v, dict)})
+
+
+if __name__ == "__main__":
+    app()

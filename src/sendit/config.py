@@ -1,0 +1,220 @@
+"""Typed configuration: one dataclass per pipeline stage, loaded from YAML, overridable from the CLI.
+
+A study is reproducible from the `config.yaml` written next to its results: it is this dataclass
+tree, serialised with every default filled in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file and field."""
+
+
+@dataclass
+class CleanConfig:
+    """Tweet denoising as in the SEND-IT paper; each step is a switch."""
+
+    html: bool = True  # unescape HTML entities (&amp; -> &) before anything else
+    mentions: bool = True  # strip @mentions (and the USER placeholder of the label/text shards)
+    urls: bool = True  # strip URLs (and the URL placeholder)
+    hashtags: bool = True  # strip #hashtags, word included
+    symbols: bool = True  # strip non-alphanumeric characters: emoji, punctuation
+    lowercase: bool = True
+    drop_empty: bool = True  # drop texts that cleaning left empty
+    drop_duplicates: bool = True  # keep the first of identical cleaned texts
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they are cleaned, sampled and split."""
+
+    dataset: str = "sentiment140"  # registry name: sentiment140, csv, jsonl, ...
+    path: str | None = None  # file or folder; None: the registry's default location under ./data
+    format: str | None = None  # reader variant, e.g. sentiment140 "raw6" or "label_text"; None: detect
+    text_column: str = "text"  # csv/jsonl: column holding the text
+    label_column: str = "label"  # csv/jsonl: column holding the label
+    label_names: list[str] | None = None  # label names in class-index order; None: from the dataset
+    encoding: str | None = None  # None: UTF-8, falling back to latin-1 where the format allows
+    sample: int | None = None  # stratified downsample of the pool to this many examples
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test fractions
+    seed: int = 42  # seed of the sample and the split (independent of the training seed)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model, and how its inputs are shaped."""
+
+    name: str = "minilm"  # alias (minilm), hub id, or local directory
+    max_length: int = 64  # tokens; tweets are short (99% under 64 MiniLM tokens)
+    padding_side: str | None = None  # None: the model's own (right); decoders pool the last real token
+
+
+@dataclass
+class MethodConfig:
+    """One adaptation method; `options` are the method's own fields (see `sendit methods`)."""
+
+    name: str = "lora"
+    lr: float | None = None  # None: the method's default learning rate
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # display name in tables (default: name); distinguishes variants
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop, shared by every method."""
+
+    epochs: float = 1.0
+    batch_size: int = 32
+    max_steps: int | None = None  # stop after this many optimizer steps (seed 002 used 100)
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    scheduler: str = "linear"  # linear | cosine | constant
+    eval_every_steps: int | None = None  # None: validate once per epoch
+    evals_per_epoch: int = 1  # >1 validates several times per epoch (seed 003 used 2)
+    early_stopping_patience: int | None = None  # validations without val-F1 gain before stopping
+    bf16: bool | None = None  # autocast to bf16; None: on where the CPU/GPU supports it
+    length_buckets: bool = True  # batches of similar length, shuffled: less padding, same randomness
+    threads: int | None = None  # torch threads; None: torch's default
+    eval_batch_size: int = 128
+    seed: int = 42
+    grad_clip: float = 1.0
+
+
+@dataclass
+class StudyConfig:
+    """A comparative study: methods x seeds over one dataset and model."""
+
+    name: str = "study"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    methods: list[MethodConfig] = field(default_factory=lambda: [MethodConfig()])
+    seeds: list[int] = field(default_factory=lambda: [42])
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs; written as `config.yaml` in its run directory."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown fields with their dotted path."""
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint in (int, float):
+        try:
+            number = float(value) if hint is float else int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        return number
+    if hint is str:
+        return str(value)
+    return value
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return values
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to a nested mapping."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=2")
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
+    values = apply_overrides(load_yaml(path), list(overrides))
+    try:
+        return _build(StudyConfig, values, str(path))
+    except TypeError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def load_run(path: str | Path) -> RunConfig:
+    return _build(RunConfig, load_yaml(path), str(path))
+
+
+def build(cls: type, values: dict, where: str = "config") -> Any:
+    return _build(cls, values, where)
+
+
+def save_yaml(config: Any, path: str | Path) -> None:
+    from sendit.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))

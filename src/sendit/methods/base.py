@@ -1,0 +1,86 @@
+"""What a method is: how it makes a model trainable, and the phases it trains in.
+
+A method never touches the training loop: it sets `requires_grad` (or wraps the model with PEFT)
+and declares its phases. The trainer knows two kinds of phase: `end_to_end` (batches through the
+whole model) and `head_features` (the head alone, on pooled features computed once).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from sendit.config import ConfigError, MethodConfig, TrainConfig, build
+from sendit.models import head_module_names, is_head_parameter
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+@dataclass
+class NoOptions:
+    """This method has no options of its own."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    kind: str  # "end_to_end" or "head_features"
+    epochs: float
+    lr: float
+    name: str = "train"
+
+
+class Method:
+    """Base of every adaptation method; subclasses register with `@register_method`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    default_lr: ClassVar[float | None]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, config: MethodConfig):
+        self.config = config
+        self.options = build(self.Options, config.options, f"methods.{config.name}.options")
+        self.lr = config.lr if config.lr is not None else self.default_lr
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Return the model with exactly this method's parameters trainable."""
+        raise NotImplementedError
+
+    def phases(self, train: TrainConfig) -> list[Phase]:
+        return [Phase("end_to_end", train.epochs, self.lr)]
+
+    @property
+    def trains(self) -> bool:
+        return bool(self.phases(TrainConfig()))
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(config: MethodConfig) -> Method:
+    if config.name not in METHODS:
+        raise ConfigError(f"unknown method '{config.name}'; known: {', '.join(sorted(METHODS))}")
+    return METHODS[config.name](config)
+
+
+def freeze_all_but(model: nn.Module, keep) -> nn.Module:
+    """Set requires_grad on exactly the parameters whose name satisfies `keep(name)`."""
+    for name, param in model.named_parameters():
+        param.requires_grad = keep(name)
+    return model
+
+
+def keep_head(model: nn.Module):
+    """A predicate for the classification head's parameters of `model`."""
+    head = head_module_names(model)
+    return lambda name: is_head_parameter(name, head)
+
+
+def options_help(cls: type[Method]) -> list[tuple[str, str]]:
+    """(field, default) pairs of a method's options, for `sendit methods`."""
+    return [(f.name, repr(f.default if f.default is not dataclasses.MISSING else f.default_factory()))
+            for f in dataclasses.fields(cls.Options)]

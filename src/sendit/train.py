@@ -1,0 +1,229 @@
+"""The training loop: a method's phases, validation, best checkpoint by val macro-F1, early stopping.
+
+Built on accelerate's `Accelerator`, so the same loop runs on one CPU, a GPU, or several processes
+under `torchrun` / `accelerate launch` (each rank takes every world_size-th batch; gradients are
+averaged by DDP). Two kinds of phase exist (see `sendit.methods.base`): `end_to_end` batches go
+through the whole model; `head_features` trains the head alone on pooled features computed once.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sendit.batching import Encoded, collate, length_bucketed_batches, random_batches, sorted_batches
+from sendit.config import TrainConfig
+from sendit.evaluate import autocast, classification_metrics, predict_logits
+from sendit.methods.base import Method, Phase
+from sendit.models import PooledHead
+
+ProgressHook = Callable[[int], None]  # called with the number of examples just processed
+
+
+@dataclass
+class FitResult:
+    epoch_log: list[dict] = field(default_factory=list)  # one row per validation
+    best: dict = field(default_factory=dict)  # the epoch-log row of the kept checkpoint
+    train_seconds: float = 0.0
+    train_examples: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class Batching:
+    """How batches are padded for this model."""
+
+    pad_id: int
+    left_pad: bool = False
+
+
+def make_accelerator(bf16: bool):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
+
+
+class Trainer:
+    """Runs a method's phases on one model, keeping the best state by validation macro-F1."""
+
+    def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, batching: Batching,
+                 label_names: list[str], bf16: bool, progress: ProgressHook | None = None):
+        self.model, self.method, self.cfg = model, method, cfg
+        self.batching, self.label_names, self.bf16 = batching, label_names, bf16
+        self.progress = progress or (lambda n: None)
+        self.accelerator = make_accelerator(bf16)
+        self.rng = np.random.default_rng(cfg.seed + self.accelerator.process_index)
+        self.saved_names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.result = FitResult()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.evals_since_best = 0
+        self.epoch_offset = 0.0
+
+    def fit(self, train: Encoded, val: Encoded) -> FitResult:
+        start = time.perf_counter()
+        for phase in self.method.phases(self.cfg):
+            self.evals_since_best = 0
+            run = self._end_to_end if phase.kind == "end_to_end" else self._head_features
+            run(phase, train, val)
+            self.epoch_offset += phase.epochs
+        self.result.train_seconds = time.perf_counter() - start
+        if self.best_state is not None:
+            self._restore_best()
+        return self.result
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def _end_to_end(self, phase: Phase, train: Encoded, val: Encoded) -> None:
+        acc, cfg = self.accelerator, self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size / acc.num_processes)
+        total = self._total_steps(phase, steps_per_epoch)
+        scheduler = self._scheduler(optimizer, total)
+        model, optimizer, scheduler = acc.prepare(self.model, optimizer, scheduler)
+        eval_every = self._eval_every(steps_per_epoch)
+        lengths = train.lengths
+        step, loss_sum, loss_count = 0, torch.zeros(()), 0
+        model.train()
+        while step < total:
+            batches = (length_bucketed_batches(lengths, cfg.batch_size, self.rng) if cfg.length_buckets
+                       else random_batches(len(train), cfg.batch_size, self.rng))
+            for index in batches[acc.process_index::acc.num_processes]:
+                batch = {k: v.to(acc.device) for k, v in collate(train, index, **vars(self.batching)).items()}
+                loss = model(**batch).loss
+                acc.backward(loss)
+                if cfg.grad_clip:
+                    acc.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach().float()  # summed on-device: no host sync per step
+                loss_count += 1
+                step += 1
+                self.result.train_examples += len(index)
+                self.progress(len(index) * acc.num_processes)
+                if step % eval_every == 0 or step == total:
+                    epoch = self.epoch_offset + step / steps_per_epoch
+                    self._validate(phase, epoch, step, float(loss_sum) / loss_count, val)
+                    loss_sum, loss_count = torch.zeros(()), 0
+                    model.train()
+                    if self._should_stop() or step == total:
+                        break
+            if self._should_stop():
+                break
+
+    def _head_features(self, phase: Phase, train: Encoded, val: Encoded) -> None:
+        """Train the head on pooled features: one encoder pass, then many cheap head epochs."""
+        cfg, head = self.cfg, PooledHead(self.model)
+        for name, param in self.model.named_parameters():
+            param.requires_grad = False
+        for param in head.parameters():
+            param.requires_grad = True
+        train_x = self._features(head, train)
+        val_x = self._features(head, val)
+        train_y, val_y = torch.from_numpy(train.labels), torch.from_numpy(val.labels)
+        optimizer = torch.optim.AdamW(head.parameters(), lr=phase.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = self._total_steps(phase, steps_per_epoch)
+        scheduler = self._scheduler(optimizer, total)
+        eval_every = self._eval_every(steps_per_epoch)
+        step, loss_sum, loss_count = 0, torch.zeros(()), 0
+        while step < total:
+            self.model.train()
+            for index in random_batches(len(train), cfg.batch_size, self.rng):
+                index = torch.from_numpy(index)
+                loss = nn.functional.cross_entropy(head.logits(train_x[index]), train_y[index])
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach()
+                loss_count += 1
+                step += 1
+                self.result.train_examples += len(index)
+                self.progress(len(index))
+                if step % eval_every == 0 or step == total:
+                    epoch = self.epoch_offset + step / steps_per_epoch
+                    with torch.no_grad():
+                        self.model.eval()
+                        val_logits = head.logits(val_x)
+                        val_loss = float(nn.functional.cross_entropy(val_logits, val_y))
+                    self._record(phase, epoch, step, float(loss_sum) / loss_count, val_loss,
+                                 val_logits.argmax(-1).numpy(), val.labels)
+                    loss_sum, loss_count = torch.zeros(()), 0
+                    self.model.train()
+                    if self._should_stop() or step == total:
+                        break
+            if self._should_stop():
+                break
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _features(self, head: PooledHead, encoded: Encoded) -> torch.Tensor:
+        self.model.eval()
+        out = torch.empty(0)
+        for index in sorted_batches(encoded.lengths, self.cfg.eval_batch_size):
+            batch = collate(encoded, index, **vars(self.batching))
+            batch.pop("labels")
+            with autocast(self.bf16):
+                features = head.extract(batch)
+            if out.numel() == 0:
+                out = torch.empty((len(encoded), features.shape[1]))
+            out[torch.from_numpy(index)] = features
+        return out
+
+    def _total_steps(self, phase: Phase, steps_per_epoch: int) -> int:
+        total = max(1, math.ceil(phase.epochs * steps_per_epoch))
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def _eval_every(self, steps_per_epoch: int) -> int:
+        if self.cfg.eval_every_steps:
+            return self.cfg.eval_every_steps
+        return max(1, math.ceil(steps_per_epoch / max(1, self.cfg.evals_per_epoch)))
+
+    def _scheduler(self, optimizer, total: int):
+        from transformers import get_scheduler
+
+        name = {"constant": "constant_with_warmup"}.get(self.cfg.scheduler, self.cfg.scheduler)
+        return get_scheduler(name, optimizer, num_warmup_steps=int(self.cfg.warmup_ratio * total),
+                             num_training_steps=total)
+
+    def _validate(self, phase: Phase, epoch: float, step: int, train_loss: float, val: Encoded) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        logits, _ = predict_logits(model, val, self.cfg.eval_batch_size, self.bf16, **vars(self.batching))
+        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val.labels)))
+        self._record(phase, epoch, step, train_loss, val_loss, logits.argmax(-1), val.labels)
+
+    def _record(self, phase: Phase, epoch: float, step: int, train_loss: float, val_loss: float,
+                predictions: np.ndarray, labels: np.ndarray) -> None:
+        metrics = classification_metrics(labels, predictions, self.label_names)
+        row = {"epoch": round(epoch, 4), "phase": phase.name, "step": step, "train_loss": train_loss,
+               "val_loss": val_loss, "val_accuracy": metrics["accuracy"], "val_f1": metrics["f1_macro"]}
+        self.result.epoch_log.append(row)
+        if not self.result.best or row["val_f1"] > self.result.best["val_f1"]:
+            self.result.best = row
+            self.evals_since_best = 0
+            self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                               if n in set(self.saved_names)}
+        else:
+            self.evals_since_best += 1
+
+    def _should_stop(self) -> bool:
+        patience = self.cfg.early_stopping_patience
+        stop = patience is not None and self.evals_since_best > patience
+        self.result.stopped_early |= stop
+        return stop
+
+    def _restore_best(self) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.best_state.items():
+                params[name].copy_(value)
+        for name, param in params.items():  # back to the method's trainable set, for saving
+            param.requires_grad = name in set(self.saved_names)

@@ -1,0 +1,41 @@
+"""Shared fixtures: small synthetic sentiment data and quiet libraries."""
+import logging
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+for name in ("transformers", "peft", "accelerate", "bitsandbytes"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+
+TINY_ARCHS = ["tiny-bert", "tiny-distilbert", "tiny-roberta", "tiny-opt", "tiny-gpt2", "tiny-gpt-neo"]
+POSITIVE = ["i love this", "what a great day", "so happy right now", "awesome news", "best movie ever"]
+NEGATIVE = ["i hate this", "what an awful day", "so sad right now", "terrible news", "worst movie ever"]
+
+
+def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Learnable two-class tweets of varied length, each text unique."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    texts = [f"{(POSITIVE if y else NEGATIVE)[rng.integers(5)]} {' '.join(['tweet'] * int(rng.integers(0, 12)))} n{i}"
+             for i, y in enumerate(labels)]
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+@pytest.fixture
+def tweets_csv(tmp_path):
+    path = tmp_path / "tweets.csv"
+    synthetic_frame(400).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def splits(tweets_csv):
+    from sendit.config import DataConfig
+    from sendit.data import prepare
+
+    return prepare(DataConfig(dataset="csv", path=str(tweets_csv), label_names=["negative", "positive"]))
