@@ -1,0 +1,5 @@
+"""The data layer: dataset readers, tweet cleaning, stratified splits, and `prepare` tying them together."""
+from sendit.data.prepare import Splits, parse_split_name, prepare
+from sendit.data.sources import SOURCES, DataError, data_root, read_source
+
+__all__ = ["DataError", "Splits", "prepare", "read_source", "parse_split_name", "SOURCES", "data_root"]

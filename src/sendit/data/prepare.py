@@ -1,0 +1,96 @@
+"""From a `DataConfig` to train/val/test frames: read, clean, drop empty and duplicate texts, sample, split."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+from sendit.config import DataConfig
+from sendit.data.clean import clean_series
+from sendit.data.sources import SOURCES, DataError, read_source
+from sendit.data.split import check_fractions, stratified_sample, stratified_split
+
+log = logging.getLogger(__name__)
+
+# Which split keeps a text found in several: evaluation splits first, so train never shares a text with them.
+KEEP_ORDER = ("test", "val", "train")
+
+
+@dataclass
+class Splits:
+    train: pd.DataFrame  # columns text (str), label (int class index)
+    val: pd.DataFrame
+    test: pd.DataFrame
+    label_names: list[str]  # class-index order
+    stats: dict  # JSON-serialisable counts, written next to results
+
+
+def parse_split_name(spec: str) -> tuple[str, str | None]:
+    """"sst2:dev" -> ("sst2", "dev"); "sst2" -> ("sst2", None)."""
+    dataset, _, split = spec.partition(":")
+    if not dataset:
+        raise DataError(f"{spec!r}: expected DATASET or DATASET:SPLIT, e.g. sst2:dev")
+    return dataset, split or None
+
+
+def prepare(cfg: DataConfig) -> Splits:
+    """The examples a run trains and evaluates on, deterministic for `cfg`.
+
+    Predefined val/test splits of a source are kept as they are; only the train pool is sampled and
+    split into the missing ones. Deduplication runs across all splits so no text is in two of them.
+    """
+    check_fractions(cfg.split)
+    data = read_source(cfg)
+    frames = {name: data.splits[name] for name in KEEP_ORDER if name in data.splits}
+    rows_read = sum(len(frame) for frame in frames.values())
+    if SOURCES[cfg.dataset].clean:
+        frames = {name: frame.assign(text=clean_series(frame["text"], cfg.clean)) for name, frame in frames.items()}
+
+    pool = pd.concat(frames, names=["split", None]).reset_index(level=0)
+    dropped_empty = dropped_duplicates = 0
+    if cfg.clean.drop_empty:
+        empty = pool["text"].str.strip() == ""
+        dropped_empty = int(empty.sum())
+        pool = pool[~empty]
+    if cfg.clean.drop_duplicates:
+        duplicate = pool["text"].duplicated(keep="first")
+        dropped_duplicates = int(duplicate.sum())
+        pool = pool[~duplicate]
+    log.info("%s: read %d rows; dropped %d duplicate and %d empty texts",
+             data.origin, rows_read, dropped_duplicates, dropped_empty)
+    frames = {name: pool.loc[pool["split"] == name, ["text", "label"]].reset_index(drop=True) for name in frames}
+    train = frames["train"]
+    if train.empty:
+        raise DataError(f"{data.origin}: no training texts left after cleaning ({rows_read} rows read, "
+                        f"{dropped_empty} empty, {dropped_duplicates} duplicate); "
+                        f"check data.text_column and data.clean")
+
+    pool_size = len(train)
+    if cfg.sample is not None:
+        train = stratified_sample(train, cfg.sample, cfg.seed, name=data.origin)
+    # Carve only the splits the source lacks out of the train pool, in the configured proportions.
+    train_share, val_share, test_share = cfg.split
+    shares = [train_share, 0.0 if "val" in frames else val_share, 0.0 if "test" in frames else test_share]
+    train, val, test = stratified_split(train, [s / sum(shares) for s in shares], cfg.seed, name=data.origin)
+    val, test = frames.get("val", val), frames.get("test", test)
+
+    splits = {"train": train, "val": val, "test": test}
+    stats = {
+        "dataset": cfg.dataset,
+        "source": data.origin,
+        "rows_read": rows_read,
+        "dropped_empty": dropped_empty,
+        "dropped_duplicates": dropped_duplicates,
+        "pool": pool_size,  # train pool after cleaning and dedup, before sampling
+        "sampled": cfg.sample,
+        "split_sizes": {name: len(frame) for name, frame in splits.items()},
+        "label_counts": {name: label_counts(frame, data.label_names) for name, frame in splits.items()},
+    }
+    log.info("%s: split sizes %s", data.origin, stats["split_sizes"])
+    return Splits(train, val, test, data.label_names, stats)
+
+
+def label_counts(frame: pd.DataFrame, label_names: list[str]) -> dict[str, int]:
+    counts = frame["label"].value_counts()
+    return {name: int(counts.get(index, 0)) for index, name in enumerate(label_names)}
