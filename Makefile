@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 SENDIT := $(VENV)/bin/sendit
 SHARED ?= ../shared/data
 
-.PHONY: setup data demo test test-slow bench clean
+.PHONY: setup data demo test test-slow test-browser bench clean
 
 setup: $(VENV)/.installed data
 
@@ -30,6 +30,17 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# sendit vs the peer, alternating A/B; results to benchmarks/results/train_vs_peer.md (~30 min on 2 cores).
+bench: setup
+	$(PY) benchmarks/bench_vs_peer.py
+
+# The report in headless Chromium; installs the Debian packages chromium and chromium-driver if missing.
+test-browser: setup
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
+		  $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+	$(PY) -m pytest -q -m browser tests/test_report_browser.py
 
 clean:
 	rm -rf runs

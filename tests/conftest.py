@@ -6,8 +6,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny models gain nothing from a second thread, and one thread keeps results independent of load.
+torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
 for name in ("transformers", "peft", "accelerate", "bitsandbytes"):
     logging.getLogger(name).setLevel(logging.ERROR)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sendit.decoders import position_ids_from_mask
+
 
 @dataclass
 class Encoded:
@@ -57,6 +59,8 @@ def collate(encoded: Encoded, index, pad_id: int, left_pad: bool = False) -> dic
              "labels": torch.from_numpy(encoded.labels[np.asarray(index)])}
     if types is not None:
         batch["token_type_ids"] = torch.from_numpy(types)
+    if left_pad:  # decoders: positions count real tokens only (GPT-2/GPT-Neo ignore the mask otherwise)
+        batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
     return batch
 
 

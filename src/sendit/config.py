@@ -82,7 +82,7 @@ class TrainConfig:
     eval_every_steps: int | None = None  # None: validate once per epoch
     evals_per_epoch: int = 1  # >1 validates several times per epoch (seed 003 used 2)
     early_stopping_patience: int | None = None  # validations without val-F1 gain before stopping
-    bf16: bool | None = None  # autocast to bf16; None: on where the CPU/GPU supports it
+    bf16: bool | None = None  # autocast to bf16; None: on where it pays (CUDA bf16, CPUs with AMX)
     length_buckets: bool = True  # batches of similar length, shuffled: less padding, same randomness
     threads: int | None = None  # torch threads; None: torch's default
     eval_batch_size: int = 128
@@ -91,20 +91,47 @@ class TrainConfig:
 
 
 @dataclass
+class StudyMethodConfig(MethodConfig):
+    """A method of a study and the grid its runs cover: one configuration per combination of values."""
+
+    # key -> values, e.g. {lr: [5e-4, 1e-3], batch_size: [8, 16], r: [8, 16]}. A key is `lr`, a train
+    # field (batch_size, epochs, ... but not seed) or an option of the method (lora: r, alpha, ...).
+    grid: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class StudyConfig:
-    """A comparative study: methods x seeds over one dataset and model."""
+    """A comparative study: methods x grid x seeds x training-set sizes over one dataset and model.
+
+    Per method and size, the configuration with the best mean validation macro-F1 (over `seeds`)
+    is chosen; test metrics are only reported, never used to choose.
+    """
 
     name: str = "study"
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    methods: list[MethodConfig] = field(default_factory=lambda: [MethodConfig()])
-    seeds: list[int] = field(default_factory=lambda: [42])
+    methods: list[StudyMethodConfig] = field(default_factory=lambda: [StudyMethodConfig()])
+    seeds: list[int] = field(default_factory=lambda: [42])  # every grid configuration runs on each
+    # Training-set sizes: stratified subsets of the train split, all evaluated on the same val and
+    # test splits (e.g. [5000, 10000, 25000]). None: the whole train split.
+    sizes: list[int] | None = None
+    # Then re-run each method's best configuration (per size) on these seeds too, for the statistics.
+    reseed_best: list[int] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
         return Path(self.output_dir) / self.name
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (Hinton et al. 2015) from a trained run into this run's model."""
+
+    teacher: str = ""  # the teacher's run directory (any method)
+    temperature: float = 2.0  # T: softens both distributions; the KL term is scaled by T^2
+    alpha: float = 0.5  # weight of the soft (KL) term; 1 - alpha weighs cross-entropy on the labels
 
 
 @dataclass
@@ -115,6 +142,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig | None = None
 
 
 def _build(cls: type, values: Any, where: str) -> Any:

@@ -7,6 +7,7 @@ network, so never used in tests).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -33,6 +34,73 @@ def embedded_minilm_path() -> Path:
 
 
 ALIASES = {"minilm": embedded_minilm_path}
+SHRUNK_ALIAS = re.compile(r"^(?P<base>[a-z0-9-]+?)-l(?P<layers>[0-9]+)$")  # minilm-l3: minilm, 3 layers
+
+
+def cache_dir() -> Path:
+    """Where built models and cached teacher logits live: $SENDIT_CACHE or ~/.cache/sendit."""
+    return Path(os.environ.get("SENDIT_CACHE", Path.home() / ".cache" / "sendit"))
+
+
+def evenly_spaced_layers(total: int, keep: int) -> list[int]:
+    """Layers to keep, first layer included, spread evenly (minilm-l3 keeps 0, 2, 4 of 6)."""
+    if not 1 <= keep <= total:
+        raise ModelError(f"cannot keep {keep} of {total} layers")
+    return sorted({round(i * total / keep) for i in range(keep)})
+
+
+def layer_list(model: nn.Module) -> tuple[nn.Module, str]:
+    """The (parent, attribute) holding the transformer blocks of a base model."""
+    for path in ("encoder.layer", "transformer.layer", "decoder.layers", "h", "layers"):
+        parent, _, attribute = path.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        if isinstance(getattr(owner, attribute, None), nn.ModuleList):
+            return owner, attribute
+    raise ModelError(f"{type(model).__name__}: cannot find its list of layers to shrink")
+
+
+def shrink(name: str, layers: list[int], out_dir: str | Path) -> Path:
+    """Save a copy of model `name` that keeps only `layers` (DistilBERT's student initialisation).
+
+    Embeddings, the pooler and every kept layer are unchanged; only the dropped layers' weights go,
+    so a 6-layer MiniLM with half its parameters in embeddings shrinks by about a quarter at 3 layers.
+    """
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(resolve_path(name))
+    owner, attribute = layer_list(model)
+    blocks = getattr(owner, attribute)
+    if not layers or any(not 0 <= i < len(blocks) for i in layers) or len(set(layers)) != len(layers):
+        raise ModelError(f"layers {layers}: pick distinct layers from 0..{len(blocks) - 1} of {name}")
+    setattr(owner, attribute, nn.ModuleList([blocks[i] for i in sorted(layers)]))
+    model.config.num_hidden_layers = len(layers)
+    for per_layer in ("attention_layers", "layer_types"):  # GPT-Neo and newer configs list one entry per layer
+        if isinstance(getattr(model.config, per_layer, None), list):
+            setattr(model.config, per_layer, [getattr(model.config, per_layer)[i] for i in sorted(layers)])
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    load_tokenizer(name).save_pretrained(tmp)
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def shrunk_alias_path(name: str) -> Path | None:
+    """`minilm-l3` -> a cached 3-layer copy of minilm, built on first use."""
+    match = SHRUNK_ALIAS.match(name)
+    if not match or match["base"] not in ALIASES:
+        return None
+    target = cache_dir() / "models" / name
+    if not (target / "config.json").is_file():
+        from transformers import AutoConfig
+
+        total = AutoConfig.from_pretrained(resolve_path(match["base"])).num_hidden_layers
+        shrink(match["base"], evenly_spaced_layers(total, int(match["layers"])), target)
+    return target
 
 
 def tiny_config(kind: str, num_labels: int, vocab_size: int, max_positions: int):
@@ -77,6 +145,9 @@ def resolve_path(name: str) -> str:
     """Alias -> packaged directory; local directory -> itself; anything else is a hub id."""
     if name in ALIASES:
         return str(ALIASES[name]())
+    shrunk = shrunk_alias_path(name)
+    if shrunk is not None:
+        return str(shrunk)
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
     if name.startswith((".", "/", "~")):

@@ -79,15 +79,22 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     bf16 = use_bf16(cfg)
     batching = batching_for(tokenizer, model)
 
+    loss = None
+    if cfg.distill is not None:
+        from sendit.distill import distillation_loss, teacher_logits
+
+        soft_targets, _ = teacher_logits(cfg.distill, splits.train["text"].tolist(), cfg.train.eval_batch_size)
+        loss = distillation_loss(cfg.distill, soft_targets)
+
     rss_before = rss_mb()
     peak_reset = reset_peak_memory()
-    trainer = Trainer(model, method, cfg.train, batching, cfg.data.label_names, bf16, progress)
+    trainer = Trainer(model, method, cfg.train, batching, cfg.data.label_names, bf16, progress, loss)
     fit = trainer.fit(encoded["train"], encoded["val"])
     peak = peak_memory_mb()
     if not trainer.accelerator.is_main_process:
         return {}
 
-    best = fit.best or _untrained_validation(model, encoded["val"], cfg, bf16, batching)
+    best = fit.best or _final_validation(model, encoded["val"], cfg, bf16, batching)
     logits, infer_seconds = predict_logits(model, encoded["test"], cfg.train.eval_batch_size, bf16,
                                            **vars(batching))
     labels = encoded["test"].labels
@@ -114,6 +121,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         "f1_per_m_params": f1_per_m, "inference_time_sec": infer_seconds,
         "inference_examples_per_s": len(labels) / infer_seconds, "adapter_mb": file_mb(run_dir / ADAPTER_FILE),
         "stopped_early": fit.stopped_early, "bf16": bf16, "test_examples": len(labels),
+        **per_class_columns(test, cfg.data.label_names),
     }
     metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats}
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=1, default=_json_default))
@@ -123,10 +131,21 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
 EPOCH_LOG_COLUMNS = ["epoch", "phase", "step", "train_loss", "val_loss", "val_accuracy", "val_f1"]
 
 
-def _untrained_validation(model, val: Encoded, cfg: RunConfig, bf16: bool, batching: Batching) -> dict:
+def _final_validation(model, val: Encoded, cfg: RunConfig, bf16: bool, batching: Batching) -> dict:
+    if len(val) == 0:
+        return {"val_f1": float("nan"), "val_accuracy": float("nan"), "epoch": cfg.train.epochs}
     logits, _ = predict_logits(model, val, cfg.train.eval_batch_size, bf16, **vars(batching))
     metrics = classification_metrics(val.labels, logits.argmax(-1), cfg.data.label_names)
     return {"val_f1": metrics["f1_macro"], "val_accuracy": metrics["accuracy"], "epoch": 0}
+
+
+def per_class_columns(test: dict, label_names: list[str]) -> dict:
+    """precision/recall/f1/support per class and the confusion matrix, as flat results columns."""
+    columns = {f"{stat}_{name}": test["per_class"][name][key] for name in label_names
+               for stat, key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"),
+                                 ("support", "support"))}
+    columns["confusion_matrix"] = json.dumps(test["confusion_matrix"])
+    return columns
 
 
 def _json_default(value):

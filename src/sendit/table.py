@@ -37,3 +37,18 @@ def results_table(results: pd.DataFrame, title: str) -> Table:
     for method, row in best.iterrows():
         table.add_row(str(method), *(_cell(row.get(col), fmt) for col, _, fmt in COLUMNS))
     return table
+
+
+def per_class_table(results: pd.DataFrame, label_names: list[str]) -> Table:
+    """Per-class precision/recall/F1 and the confusion matrix (rows: true class) of each method's best run."""
+    from sendit.study import best_per_method
+
+    table = Table(title="per class, test set (P / R / F1); confusion matrix rows = true class", header_style="bold")
+    table.add_column("method")
+    for name in label_names:
+        table.add_column(name, justify="right")
+    table.add_column("confusion matrix", justify="right")
+    for method, row in best_per_method(results).iterrows():
+        cells = [f"{row[f'precision_{n}']:.3f} / {row[f'recall_{n}']:.3f} / {row[f'f1_{n}']:.3f}" for n in label_names]
+        table.add_row(str(method), *cells, str(row["confusion_matrix"]))
+    return table

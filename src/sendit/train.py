@@ -23,6 +23,8 @@ from sendit.methods.base import Method, Phase
 from sendit.models import PooledHead
 
 ProgressHook = Callable[[int], None]  # called with the number of examples just processed
+# (model outputs, batch, example indices) -> loss; the default is the model's own cross-entropy.
+LossHook = Callable[[object, dict, np.ndarray], torch.Tensor]
 
 
 @dataclass
@@ -52,8 +54,10 @@ class Trainer:
     """Runs a method's phases on one model, keeping the best state by validation macro-F1."""
 
     def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, batching: Batching,
-                 label_names: list[str], bf16: bool, progress: ProgressHook | None = None):
+                 label_names: list[str], bf16: bool, progress: ProgressHook | None = None,
+                 loss: LossHook | None = None):
         self.model, self.method, self.cfg = model, method, cfg
+        self.loss = loss or (lambda outputs, batch, index: outputs.loss)
         self.batching, self.label_names, self.bf16 = batching, label_names, bf16
         self.progress = progress or (lambda n: None)
         self.accelerator = make_accelerator(bf16)
@@ -95,7 +99,7 @@ class Trainer:
                        else random_batches(len(train), cfg.batch_size, self.rng))
             for index in batches[acc.process_index::acc.num_processes]:
                 batch = {k: v.to(acc.device) for k, v in collate(train, index, **vars(self.batching)).items()}
-                loss = model(**batch).loss
+                loss = self.loss(model(**batch), batch, index)
                 acc.backward(loss)
                 if cfg.grad_clip:
                     acc.clip_grad_norm_(params, cfg.grad_clip)
@@ -126,7 +130,7 @@ class Trainer:
             param.requires_grad = True
         train_x = self._features(head, train)
         val_x = self._features(head, val)
-        train_y, val_y = torch.from_numpy(train.labels), torch.from_numpy(val.labels)
+        train_y = torch.from_numpy(train.labels)
         optimizer = torch.optim.AdamW(head.parameters(), lr=phase.lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = self._total_steps(phase, steps_per_epoch)
@@ -149,12 +153,7 @@ class Trainer:
                 self.progress(len(index))
                 if step % eval_every == 0 or step == total:
                     epoch = self.epoch_offset + step / steps_per_epoch
-                    with torch.no_grad():
-                        self.model.eval()
-                        val_logits = head.logits(val_x)
-                        val_loss = float(nn.functional.cross_entropy(val_logits, val_y))
-                    self._record(phase, epoch, step, float(loss_sum) / loss_count, val_loss,
-                                 val_logits.argmax(-1).numpy(), val.labels)
+                    self._validate_head(head, phase, epoch, step, float(loss_sum) / loss_count, val_x, val)
                     loss_sum, loss_count = torch.zeros(()), 0
                     self.model.train()
                     if self._should_stop() or step == total:
@@ -195,10 +194,24 @@ class Trainer:
                              num_training_steps=total)
 
     def _validate(self, phase: Phase, epoch: float, step: int, train_loss: float, val: Encoded) -> None:
+        if len(val) == 0:  # no validation split: log the training loss, keep the last weights
+            self.result.epoch_log.append({"epoch": round(epoch, 4), "phase": phase.name, "step": step,
+                                          "train_loss": train_loss})
+            return
         model = self.accelerator.unwrap_model(self.model)
         logits, _ = predict_logits(model, val, self.cfg.eval_batch_size, self.bf16, **vars(self.batching))
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val.labels)))
         self._record(phase, epoch, step, train_loss, val_loss, logits.argmax(-1), val.labels)
+
+    @torch.no_grad()
+    def _validate_head(self, head: PooledHead, phase: Phase, epoch: float, step: int, train_loss: float,
+                       val_x: torch.Tensor, val: Encoded) -> None:
+        if len(val) == 0:
+            return self._validate(phase, epoch, step, train_loss, val)
+        self.model.eval()
+        logits = head.logits(val_x)
+        val_loss = float(nn.functional.cross_entropy(logits, torch.from_numpy(val.labels)))
+        self._record(phase, epoch, step, train_loss, val_loss, logits.argmax(-1).numpy(), val.labels)
 
     def _record(self, phase: Phase, epoch: float, step: int, train_loss: float, val_loss: float,
                 predictions: np.ndarray, labels: np.ndarray) -> None:

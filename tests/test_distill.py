@@ -1,0 +1,96 @@
+"""Distillation: the KD loss by hand, the teacher-logit cache and its keys, shrunk students."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sendit.config import DistillConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+from sendit.distill import kd_loss, teacher_logits
+from sendit.run import execute, load
+
+
+def test_kd_loss_matches_a_hand_computation():
+    student = torch.tensor([[2.0, 0.0]])
+    teacher = torch.tensor([[0.0, 2.0]])
+    labels = torch.tensor([0])
+    temperature, alpha = 2.0, 0.25
+    p_t = [1 / (1 + math.e), math.e / (1 + math.e)]  # softmax([0, 1]) (teacher / T)
+    p_s = [math.e / (1 + math.e), 1 / (1 + math.e)]  # softmax([1, 0]) (student / T)
+    kl = sum(t * math.log(t / s) for t, s in zip(p_t, p_s))
+    ce = -math.log(math.exp(2) / (math.exp(2) + 1))
+    expected = alpha * temperature**2 * kl + (1 - alpha) * ce
+    assert kd_loss(student, teacher, labels, temperature, alpha).item() == pytest.approx(expected, rel=1e-6)
+    assert kd_loss(student, teacher, labels, temperature, 0.0).item() == pytest.approx(ce, rel=1e-6)
+
+
+@pytest.fixture
+def teacher_run(splits, tmp_path, monkeypatch):
+    monkeypatch.setenv("SENDIT_CACHE", str(tmp_path / "cache"))
+    cfg = RunConfig(model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="full", lr=1e-3),
+                    train=TrainConfig(max_steps=4, batch_size=16, bf16=False))
+    execute(cfg, tmp_path / "teacher", splits)
+    return tmp_path / "teacher"
+
+
+def test_cached_teacher_logits_equal_fresh_ones_and_keys_miss_on_change(teacher_run, splits, tmp_path):
+    texts = splits.train["text"].tolist()
+    cfg = DistillConfig(teacher=str(teacher_run))
+    fresh, cached_before = teacher_logits(cfg, texts)
+    again, cached_after = teacher_logits(cfg, texts)
+    assert (cached_before, cached_after) == (False, True)
+    torch.testing.assert_close(fresh, again)
+    model, tokenizer, run_cfg = load(teacher_run)
+    from sendit.batching import collate, encode
+
+    encoded = encode(tokenizer, texts[:8], np.zeros(8, dtype=int), run_cfg.model.max_length)
+    batch = collate(encoded, np.arange(8), tokenizer.pad_token_id)
+    batch.pop("labels")
+    with torch.no_grad():
+        torch.testing.assert_close(fresh[:8], model(**batch).logits, atol=1e-5, rtol=1e-5)
+
+    assert teacher_logits(cfg, texts[:-1])[1] is False, "other data must miss the cache"
+    (teacher_run / "config.yaml").write_text((teacher_run / "config.yaml").read_text()
+                                             .replace("max_length: 32", "max_length: 24"))
+    assert teacher_logits(cfg, texts)[1] is False, "another tokenizer setting must miss the cache"
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(teacher_run / "adapter.safetensors"))
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1
+    save_file(weights, str(teacher_run / "adapter.safetensors"))
+    assert teacher_logits(cfg, texts)[1] is False, "another teacher must miss the cache"
+
+
+def test_tokenizer_change_misses_the_cache(teacher_run, splits, monkeypatch):
+    from sendit import distill
+
+    texts = splits.train["text"].tolist()
+    key = distill.cache_key(teacher_run, texts, load(teacher_run)[1], 32)
+    tokenizer = load(teacher_run)[1]
+    tokenizer.add_tokens(["brandnewtoken"])
+    assert distill.cache_key(teacher_run, texts, tokenizer, 32) != key
+
+
+def test_student_trains_with_kd_and_shrunk_model_loads_and_predicts(teacher_run, splits, tmp_path):
+    from sendit.models import count_parameters, load_model, shrink
+
+    small = shrink(str(_save_tiny(tmp_path)), [0], tmp_path / "student")
+    model, _ = load_model(str(small), 2)
+    assert model.config.num_hidden_layers == 1
+    cfg = RunConfig(model=ModelConfig(name=str(small), max_length=32), method=MethodConfig(name="full", lr=1e-3),
+                    train=TrainConfig(max_steps=4, batch_size=16, bf16=False),
+                    distill=DistillConfig(teacher=str(teacher_run)))
+    row = execute(cfg, tmp_path / "kd", splits)
+    assert 0 <= row["test_accuracy"] <= 1 and row["trainable_params"] == count_parameters(model)[1]
+    reloaded, _, saved = load(tmp_path / "kd")
+    assert saved.distill.teacher == str(teacher_run)
+
+
+def _save_tiny(tmp_path):
+    from sendit.models import load_model
+
+    model, tokenizer = load_model("tiny-bert", 2)
+    model.base_model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"
