@@ -61,8 +61,17 @@ def _guard(call):
 @app.command()
 def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quickstart.yaml"),
           overrides: Optional[list[str]] = SetOption,
-          dry_run: bool = typer.Option(False, "--dry-run", help="List the runs without running them")):
-    """Run a comparative study (methods x seeds), resumable; print and save the results table."""
+          dry_run: bool = typer.Option(False, "--dry-run", help="List the runs without running them"),
+          workers: int = typer.Option(1, "--workers", "-w", min=1,
+                                      help="Runs at once on this machine, each in its own process with "
+                                           "cores // N torch threads. Pays off on many cores (e.g. 4 on a "
+                                           "16-core box); not on 2 cores, where one run already uses both."),
+          ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
+                                            help="Run each run as a task on a Ray cluster: `auto` (a running "
+                                                 "cluster, else a new local one), `local` (a new local instance) "
+                                                 "or a cluster address. Each task takes train.threads CPUs "
+                                                 "(default 1). Needs `pip install 'sendit\\[ray]'`.")):
+    """Run a comparative study (methods x grid x seeds x sizes), resumable; save results and statistics."""
     from sendit.config import load_study
     from sendit.study import plan
 
@@ -72,14 +81,51 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
         for run in runs:
             console.print(run.run_id)
         console.print(f"{len(runs)} runs -> {cfg.directory}")
+        if cfg.reseed_best:
+            console.print(f"then each method's best configuration{' per size' if cfg.sizes else ''} on seeds "
+                          f"{cfg.reseed_best} (chosen on validation F1 once the grid is done)")
         return
+    if ray and workers > 1:
+        _fail("--workers and --ray exclude each other: on Ray, set the CPUs per run with -s train.threads=N")
     _quiet()
     from sendit.study import run_study
-    from sendit.table import results_table
+    from sendit.table import per_class_table, results_table
 
-    results = _guard(lambda: run_study(cfg, console))
+    results = _guard(lambda: run_study(cfg, console, workers, ray))
     console.print(results_table(results, f"{cfg.name}: test set, best configuration per method by val F1"))
-    console.print(f"results: {cfg.directory / 'results.csv'}")
+    console.print(per_class_table(results, _label_names(cfg.directory)))
+    _print_statistics(cfg.directory)
+    console.print(f"results: {cfg.directory / 'results.csv'}, statistics: {cfg.directory / 'summary.csv'}, "
+                  f"{cfg.directory / 'pairwise.csv'}")
+
+
+def _print_statistics(directory: Path) -> None:
+    """Mean +- std over seeds with 95% bootstrap intervals, then one McNemar verdict per method pair."""
+    import pandas as pd
+    from rich.table import Table
+
+    summary, pairs = pd.read_csv(directory / "summary.csv"), pd.read_csv(directory / "pairwise.csv")
+    sized = summary["train_size"].nunique() > 1
+    table = Table("method", *(["train size"] if sized else []), "best configuration", "seeds", "test accuracy",
+                  "test F1 macro", title="best configuration per method: mean ± std over seeds [95% CI]",
+                  header_style="bold")
+    for row in summary.itertuples():
+        cells = []
+        for metric in ("test_accuracy", "test_f1_macro"):
+            mean, std, low, high = (getattr(row, f"{metric}_{s}") for s in ("mean", "std", "ci_low", "ci_high"))
+            cells.append(f"{mean:.4f}{'' if pd.isna(std) else f' ± {std:.4f}'} [{low:.4f}, {high:.4f}]")
+        table.add_row(row.method, *([f"{row.train_size:,}"] if sized else []), row.config_id, str(row.seeds), *cells)
+    console.print(table)
+    for row in pairs.itertuples():
+        size = f" (n = {row.train_size:,})" if sized else ""
+        console.print(f"  {row.method_a} vs {row.method_b}{size}: {row.verdict}")
+
+
+def _label_names(directory: Path) -> list[str]:
+    import json
+
+    metrics = next((directory / "runs").glob("*/metrics.json"))
+    return json.loads(metrics.read_text())["label_names"]
 
 
 @app.command()
@@ -112,6 +158,58 @@ def train(dataset: str = typer.Option("sentiment140", help="Registry name (senti
 
         console.print(results_table(pd.DataFrame([row]), f"{method} on {dataset}"))
         console.print(f"run: {out}")
+
+
+@app.command()
+def distill(teacher: Path = typer.Option(..., help="The teacher's run directory (any method)"),
+            student: str = typer.Option("minilm-l3", help="Student model: alias (minilm-l3), directory or hub id"),
+            method: str = typer.Option("full", help="The student's method (any of `sendit methods`)"),
+            lr: Optional[float] = typer.Option(None), epochs: float = typer.Option(1.0),
+            batch_size: int = typer.Option(32),
+            temperature: float = typer.Option(2.0, "--temperature", "-T", help="Softmax temperature T"),
+            alpha: float = typer.Option(0.5, help="Weight of the soft-target term"),
+            seeds: str = typer.Option("42", help="Comma-separated seeds, e.g. 1,2,3"),
+            out: Path = typer.Option(Path("runs/distill"), help="Output directory"),
+            overrides: Optional[list[str]] = SetOption):
+    """Distil a trained run into a smaller student; compare with and without KD on the same seeds."""
+    _quiet()
+    from sendit.config import DistillConfig, MethodConfig, TrainConfig, apply_overrides, build
+    from sendit.distill import run_distillation
+
+    values = apply_overrides({"method": {"name": method, "lr": lr},
+                              "train": {"epochs": epochs, "batch_size": batch_size}}, overrides or [])
+    method_cfg = _guard(lambda: build(MethodConfig, values["method"], "method"))
+    train_cfg = _guard(lambda: build(TrainConfig, values["train"], "train"))
+    kd = DistillConfig(teacher=str(teacher), temperature=temperature, alpha=alpha)
+    seed_list = [int(s) for s in seeds.split(",")]
+    summary = _guard(lambda: run_distillation(teacher, student, method_cfg, train_cfg, seed_list, out, kd=kd,
+                                              console=console))
+    from rich.table import Table
+
+    table = Table(*summary.columns, title="distillation: test set (mean, std over seeds)")
+    for row in summary.itertuples(index=False):
+        table.add_row(*(f"{v:,.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    console.print(f"results: {out / 'distill_summary.csv'}")
+
+
+model_app = typer.Typer(no_args_is_help=True, help="Build models: shrink a model to a subset of its layers.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("shrink")
+def model_shrink(name: str = typer.Argument(..., help="Model alias or directory, e.g. minilm"),
+                 layers: str = typer.Option(..., help="Layers to keep, e.g. 0,2,4"),
+                 out: Path = typer.Option(..., "-o", "--out", help="Output model directory")):
+    """Keep a subset of a model's layers (DistilBERT-style student init); save an ordinary model dir."""
+    _quiet()
+    from sendit.models import count_parameters, load_model, shrink
+
+    keep = [int(i) for i in layers.split(",")]
+    path = _guard(lambda: shrink(name, keep, out))
+    before, after = (count_parameters(load_model(n, 2)[0])[1] for n in (name, str(path)))
+    console.print(f"{name} -> {path}: layers {keep}, {before:,} -> {after:,} parameters "
+                  f"({after / before:.0%}; embeddings and pooler are kept whole)")
 
 
 @app.command("eval")
@@ -203,6 +301,28 @@ def methods(model: str = typer.Option("minilm", help="Count trainable parameters
                       f"{method.lr:g}" if method.lr else "-", options, cls.summary)
     console.print(table)
     console.print(f"model {model}: {total:,} parameters")
+
+
+@app.command()
+def report(study_dir: Path = typer.Argument(..., help="A study directory, e.g. runs/quickstart"),
+           track: Optional[list[str]] = typer.Option(None, "--track",
+                                                     help="Also log every run to: tensorboard, mlflow")):
+    """Write figures/, report.html and report.md from a study's saved results; lead with a recommendation."""
+    from rich.markup import escape
+
+    from sendit.report import ReportError, analyse, load_study, write
+    from sendit.report import track as track_runs
+
+    try:
+        made = analyse(load_study(study_dir))
+        page = write(made)
+        destinations = [(backend, track_runs(made, backend)) for backend in track or []]
+    except ReportError as err:
+        _fail(escape(str(err)))  # the message names extras in brackets: sendit[track]
+    console.print(f"[bold]{escape(made.recommendation.headline)}[/]")
+    console.print(f"report: {page} (and report.md, figures/)")
+    for backend, where in destinations:
+        console.print(f"{backend}: {where}")
 
 
 @data_app.command("prepare")

@@ -82,7 +82,7 @@ class TrainConfig:
     eval_every_steps: int | None = None  # None: validate once per epoch
     evals_per_epoch: int = 1  # >1 validates several times per epoch (seed 003 used 2)
     early_stopping_patience: int | None = None  # validations without val-F1 gain before stopping
-    bf16: bool | None = None  # autocast to bf16; None: on where it pays (CUDA bf16, CPUs with AMX)
+    bf16: bool | None = None  # autocast to bf16; None: on where supported (CUDA bf16, AVX512-BF16, AMX)
     length_buckets: bool = True  # batches of similar length, shuffled: less padding, same randomness
     threads: int | None = None  # torch threads; None: torch's default
     eval_batch_size: int = 128

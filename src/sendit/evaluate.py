@@ -5,7 +5,6 @@ import contextlib
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score
 
 from sendit.batching import Encoded, collate, sorted_batches
 from sendit.measure import Timer
@@ -48,6 +47,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, label_names: list[str]) -> dict:
     """The metrics every run reports; per-class and confusion matrix use all classes, seen or not."""
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score
+
     classes = list(range(len(label_names)))
     return {
         "accuracy": float(accuracy_score(labels, predictions)),

@@ -61,7 +61,7 @@ class Trainer:
         self.batching, self.label_names, self.bf16 = batching, label_names, bf16
         self.progress = progress or (lambda n: None)
         self.accelerator = make_accelerator(bf16)
-        self.rng = np.random.default_rng(cfg.seed + self.accelerator.process_index)
+        self.rng = np.random.default_rng(cfg.seed)  # one batch order on every rank; each takes its share
         self.saved_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.result = FitResult()
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -89,7 +89,7 @@ class Trainer:
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size / acc.num_processes)
         total = self._total_steps(phase, steps_per_epoch)
         scheduler = self._scheduler(optimizer, total)
-        model, optimizer, scheduler = acc.prepare(self.model, optimizer, scheduler)
+        model, optimizer = acc.prepare(self.model, optimizer)  # a prepared scheduler steps once per process
         eval_every = self._eval_every(steps_per_epoch)
         lengths = train.lengths
         step, loss_sum, loss_count = 0, torch.zeros(()), 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from sendit.data.sources import DataError
 
@@ -55,6 +54,8 @@ def stratified_split(df: pd.DataFrame, fractions: list[float], seed: int, *,
 
 def split_off(df: pd.DataFrame, n: int, seed: int, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rest, part) where `part` holds `n` stratified examples."""
+    from sklearn.model_selection import train_test_split  # lazily: sklearn takes ~1 s to import
+
     if n == 0:
         return df.reset_index(drop=True), df.iloc[:0].reset_index(drop=True)
     try:

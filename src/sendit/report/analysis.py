@@ -1,0 +1,283 @@
+"""The numbers a report shows: a study read back from disk, per-method summaries over seeds, the
+Pareto sets, McNemar verdicts, the recommendation they add up to, and the error analysis.
+
+Everything is recomputed from the study directory's files, so a report can be re-made at any time
+without the models.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sendit.stats import bootstrap_ci, format_p
+from sendit.study import ALPHA, best_per_method, collect, pairwise
+
+BASELINES = {"zero_shot"}  # reference points, never recommended
+# Summarised per method over the seeds of its selected configuration.
+METRICS = ["test_accuracy", "test_f1_macro", "test_f1_weighted", "test_recall_macro", "best_val_f1",
+           "runtime_sec", "peak_memory_mb", "trainable_params", "f1_per_m_params",
+           "inference_examples_per_s", "adapter_mb"]
+PRETTY = {"zero_shot": "zero-shot", "head": "head only", "bitfit": "BitFit", "lora": "LoRA",
+          "full": "full fine-tuning", "dora": "DoRA", "qlora": "QLoRA", "ia3": "IA³",
+          "prompt_tuning": "prompt tuning", "two_phase": "two-phase"}
+# Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
+NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
+                      r"|(?:do|does|did|is|are|was|were|has|have|had|would|should|could|must|need|might"
+                      r"|ca|wo|ai)n ?t)\b")
+
+
+class ReportError(ValueError):
+    """A directory that is not a finished study (the message names the missing file)."""
+
+
+def pretty(method: str) -> str:
+    return PRETTY.get(method, method)
+
+
+@dataclass
+class Study:
+    """A study directory read back: its results table and, per method, its selected run's files."""
+
+    directory: Path
+    name: str
+    results: pd.DataFrame  # results.csv, one row per run
+    methods: list[str]  # in the study config's order (cheapest first), not alphabetical
+    label_names: list[str]
+    info: dict  # dataset, model, data_stats
+
+    @cached_property
+    def best(self) -> pd.DataFrame:
+        """Each method's selected run (validation only, largest training set): the notebook files' run."""
+        return best_per_method(self.results).loc[self.methods]
+
+    def seeds_of(self, config_id: str) -> pd.DataFrame:
+        """The runs of one configuration: the seeds a summary averages over."""
+        return self.results[self.results["config_id"] == config_id]
+
+    def run_file(self, method: str, name: str) -> pd.DataFrame:
+        path = self.directory / "runs" / self.best.loc[method, "run_id"] / name
+        if not path.is_file():
+            raise ReportError(f"{path}: missing (the run is unfinished or was moved)")
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])  # a tweet "null" or "na" is text
+
+    @cached_property
+    def predictions(self) -> dict[str, pd.DataFrame]:
+        return {m: self.run_file(m, "predictions.csv") for m in self.methods}
+
+    def epoch_log(self, method: str) -> pd.DataFrame:
+        return self.run_file(method, "epoch_log.csv")
+
+    def is_baseline(self, method: str) -> bool:
+        return method in BASELINES or self.best.loc[method].get("base_method") in BASELINES
+
+
+def load_study(directory: str | Path) -> Study:
+    directory = Path(directory)
+    if not (directory / "results.csv").is_file():
+        raise ReportError(f"{directory}: not a study directory (no results.csv); run `sendit study` first")
+    results = pd.read_csv(directory / "results.csv")
+    if results.empty:
+        raise ReportError(f"{directory / 'results.csv'}: no finished runs yet")
+    if "config_id" not in results:  # written before runs had configuration ids: rebuild from the runs
+        results = collect(directory, results["run_id"].tolist())
+    config = yaml.safe_load((directory / "config.yaml").read_text()) if (directory / "config.yaml").is_file() else {}
+    config = config or {}
+    present = list(dict.fromkeys(results["method"]))
+    configured = [m.get("label") or m.get("name") for m in config.get("methods", [])]
+    methods = [m for m in configured if m in present] + [m for m in present if m not in configured]
+    largest = results.loc[results["train_size"].idxmax(), "run_id"]  # its data_stats describe the full splits
+    metrics = json.loads((directory / "runs" / largest / "metrics.json").read_text())
+    info = {"dataset": config.get("data", {}).get("dataset"), "model": config.get("model", {}).get("name"),
+            "data_stats": metrics.get("data_stats", {})}
+    return Study(directory, config.get("name") or directory.name, results, methods,
+                 list(metrics["label_names"]), info)
+
+
+def size_column(results: pd.DataFrame) -> str | None:
+    """"train_size" if the study varies the number of training examples."""
+    return "train_size" if "train_size" in results and results["train_size"].nunique() > 1 else None
+
+
+def config_keys(results: pd.DataFrame) -> list[str]:
+    """The columns a reader tells one configuration from another by (the full key is config_id)."""
+    return [c for c in ("lr", "batch_size", "epochs", size_column(results)) if c and c in results]
+
+
+def summarise(study: Study) -> pd.DataFrame:
+    """Per method, over the seeds of its selected configuration: mean and std (`<metric>_std`, NaN for
+    one seed) of every metric, and 95% bootstrap intervals of test accuracy and macro-F1."""
+    rows = {}
+    for method, best in study.best.iterrows():
+        runs = study.seeds_of(best["config_id"])
+        row = {"n": len(runs), **{k: best[k] for k in config_keys(study.results)}}
+        for metric in [m for m in METRICS if m in runs]:
+            row[metric], row[f"{metric}_std"] = runs[metric].mean(), runs[metric].std(ddof=1)
+        frames = [pd.read_csv(study.directory / "runs" / r / "predictions.csv", usecols=["label", "pred"])
+                  for r in runs["run_id"]]
+        for metric, column in (("accuracy", "test_accuracy"), ("f1_macro", "test_f1_macro")):
+            interval = bootstrap_ci(frames[0]["label"], [f["pred"] for f in frames], metric,
+                                    num_classes=len(study.label_names))
+            row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval.low, interval.high
+        rows[method] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def pareto_set(summary: pd.DataFrame, cost: str, quality: str = "test_accuracy") -> list[str]:
+    """Methods no other method beats on both counts (higher quality, lower cost), cheapest first."""
+    points = summary[[quality, cost]].dropna()
+    front = [m for m, (q, c) in points.iterrows()
+             if not ((points[quality] >= q) & (points[cost] <= c)
+                     & ((points[quality] > q) | (points[cost] < c))).any()]
+    return sorted(front, key=lambda m: points.loc[m, cost])
+
+
+def significance(study: Study) -> pd.DataFrame:
+    """McNemar between the selected runs of every pair of methods (sendit.study.pairwise), flagged at ALPHA."""
+    try:
+        pairs = pairwise(study.directory, study.best.reset_index())
+    except ValueError as err:  # runs tested on different test sets
+        raise ReportError(str(err)) from None
+    return pairs.assign(significant=pairs["p_value"] < ALPHA)
+
+
+def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series:
+    match = pairs[((pairs.method_a == a) & (pairs.method_b == b)) | ((pairs.method_a == b) & (pairs.method_b == a))]
+    return match.iloc[0]
+
+
+@dataclass
+class Recommendation:
+    method: str | None  # None: nothing trained to recommend
+    headline: str
+    details: list[str]
+    pareto_time: list[str]
+    pareto_params: list[str]
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _share(part: float, whole: float) -> str:
+    """`part` as a share of `whole`, precise where it matters: 40%, 1.5%, 0.034%."""
+    if not whole:
+        return "n/a"
+    ratio = part / whole
+    return f"{ratio:.0%}" if ratio >= 0.1 else f"{100 * ratio:.2g}%"
+
+
+def recommend(summary: pd.DataFrame, pairs: pd.DataFrame, baselines: set[str]) -> Recommendation:
+    """The cheapest method on a Pareto frontier that is not significantly less accurate than the best.
+
+    "Cheapest" is training time first, then trainable parameters; "significantly" is McNemar at
+    ALPHA between the methods' selected runs.
+    """
+    trained = summary[~summary.index.isin(baselines)]
+    if trained.empty:
+        return Recommendation(None, "No trained method in this study yet: nothing to recommend.", [], [], [])
+    front_time = pareto_set(trained, "runtime_sec")
+    front_params = pareto_set(trained, "trainable_params")
+    top = trained.sort_values(["test_accuracy", "runtime_sec"], ascending=[False, True]).index[0]
+    pool = [m for m in trained.index if (m == top or not _pair(pairs, m, top)["significant"])
+            and (m in front_time or m in front_params)]
+    pick = min(pool, key=lambda m: (trained.loc[m, "runtime_sec"], trained.loc[m, "trainable_params"]))
+    details = [f"Pareto set, accuracy vs training time: {', '.join(map(pretty, front_time))}.",
+               f"Pareto set, accuracy vs trainable parameters: {', '.join(map(pretty, front_params))}."]
+    for base in summary.index.intersection(list(baselines)):
+        accuracy = summary.loc[base, "test_accuracy"]
+        details.append(f"{pretty(base)} (baseline, nothing trained) scores {_points(accuracy)}%; {pretty(pick)} "
+                       f"is {_points(trained.loc[pick, 'test_accuracy'] - accuracy)} points above it.")
+    seeds = int(trained["n"].min())
+    details.append((f"Accuracy is the mean over {seeds} seeds of each method's selected configuration. "
+                    if seeds > 1 else "One seed per method: a difference of a point or so may be seed noise. ")
+                   + f"Verdicts: McNemar's test (p < {ALPHA}) between the selected runs of each pair of methods "
+                   "on the shared test set, not corrected for multiple comparisons.")
+    return Recommendation(pick, _headline(trained, pairs, pick, top), details, front_time, front_params)
+
+
+def _headline(trained: pd.DataFrame, pairs: pd.DataFrame, pick: str, top: str) -> str:
+    """The sentence that leads the page: what to pick and what it costs against the alternative."""
+    row, best = trained.loc[pick], trained.loc[top]
+    if pick != top:
+        gap = best.test_accuracy - row.test_accuracy
+        closeness = (f"as accurate as {pretty(top)}" if gap < 0.0005
+                     else f"within {_points(gap)} points of {pretty(top)}'s accuracy")
+        return (f"Pick {pretty(pick)}: {closeness} (no significant difference, McNemar "
+                f"{format_p(_pair(pairs, pick, top).p_value)}) at {_share(row.runtime_sec, best.runtime_sec)} "
+                f"of its training time and {_share(row.trainable_params, best.trainable_params)} of its "
+                "trainable parameters.")
+    if len(trained) == 1:
+        return f"Pick {pretty(top)}, the study's only trained method ({_points(best.test_accuracy)}% test accuracy)."
+    headline = f"Pick {pretty(top)}: the most accurate method ({_points(best.test_accuracy)}% test accuracy)"
+    cheaper = trained[trained.runtime_sec < best.runtime_sec]
+    if cheaper.empty:
+        return headline + " and the fastest to train."
+    runner = cheaper.loc[cheaper.test_accuracy.idxmax()]
+    return headline + (f". The closest cheaper method, {pretty(runner.name)}, trains in "
+                       f"{_share(runner.runtime_sec, best.runtime_sec)} of the time but is "
+                       f"{_points(best.test_accuracy - runner.test_accuracy)} points less accurate "
+                       f"(significant, McNemar {format_p(_pair(pairs, runner.name, top).p_value)}).")
+
+
+def confident_mistakes(predictions: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """The k wrong predictions the model was surest of: where it is confidently wrong, and why."""
+    wrong = predictions[predictions["pred"] != predictions["label"]].copy()
+    wrong["confidence"] = wrong.filter(like="prob_").max(axis=1)  # the prediction is the most probable class
+    return wrong.nlargest(k, "confidence")[["text", "label_name", "pred_name", "confidence"]]
+
+
+def has_negation(texts: pd.Series) -> pd.Series:
+    return texts.fillna("").str.lower().str.contains(NEGATION)
+
+
+def accuracy_by(study: Study, groups) -> pd.DataFrame:
+    """Per method, accuracy and count of each group of test texts; `groups(predictions)` labels rows."""
+    rows = []
+    for method, frame in study.predictions.items():
+        correct = frame["pred"] == frame["label"]
+        for group, hits in correct.groupby(groups(frame), sort=True):
+            rows.append({"method": method, "group": group, "accuracy": hits.mean(), "n": len(hits)})
+    return pd.DataFrame(rows).pivot(index="method", columns="group").loc[study.methods]
+
+
+def negation_accuracy(study: Study) -> pd.DataFrame:
+    return accuracy_by(study, lambda f: has_negation(f["text"]).map({True: "with negation",
+                                                                     False: "without negation"}))
+
+
+def subset_accuracy(study: Study) -> pd.DataFrame | None:
+    """Accuracy per `subset` (e.g. SemEval's sarcasm tweets), when the predictions carry one."""
+    if not all("subset" in p for p in study.predictions.values()):
+        return None
+    return accuracy_by(study, lambda f: f["subset"].fillna("(none)").astype(str))
+
+
+@dataclass
+class Report:
+    """Every number the page shows, computed once; figures and renderers only format them."""
+
+    study: Study
+    summary: pd.DataFrame
+    pairs: pd.DataFrame
+    recommendation: Recommendation
+    baselines: list[str]
+    negation: pd.DataFrame
+    subsets: pd.DataFrame | None
+    mistakes: dict[str, pd.DataFrame]
+
+
+def analyse(study: Study) -> Report:
+    summary = summarise(study)
+    pairs = significance(study)
+    baselines = [m for m in study.methods if study.is_baseline(m)]
+    return Report(study, summary, pairs, recommend(summary, pairs, set(baselines)), baselines,
+                  negation_accuracy(study), subset_accuracy(study),
+                  {m: confident_mistakes(p) for m, p in study.predictions.items() if m not in baselines})

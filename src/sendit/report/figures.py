@@ -1,0 +1,335 @@
+"""The report's figures, drawn with matplotlib's object API (no pyplot: no global state, no GUI).
+
+Each method keeps one colour (Okabe-Ito, safe for colour-blind readers), one marker and one hatch
+in every figure, so the figures read in grey print too. Each figure is saved as PNG and SVG.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from sendit.report.analysis import Report, pareto_set, pretty, size_column
+from sendit.study import select
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+HATCHES = ["", "//", "\\\\", "xx", "..", "--", "++", "oo"]
+HEAT = "cividis"  # sequential, colour-blind safe and monotone in grey
+RC = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
+      "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none", "svg.hashsalt": "sendit",
+      "hatch.linewidth": 0.8}
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str
+    marker: str
+    hatch: str
+
+
+BASELINE = Style("#BBBBBB", "x", "")
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A figure saved as `figures/<name>.png` and `.svg`."""
+
+    name: str
+    title: str
+    caption: str
+    png: Path
+
+
+def styles(report: Report) -> dict[str, Style]:
+    trained = [m for m in report.study.methods if m not in report.baselines]
+    cycle = {m: Style(OKABE_ITO[i % 8], MARKERS[i % 8], HATCHES[i % 8]) for i, m in enumerate(trained)}
+    return {m: cycle.get(m, BASELINE) for m in report.study.methods}
+
+
+def draw_all(report: Report, out_dir: Path) -> list[Drawn]:
+    """Draw every figure the study's data supports; skip the rest (one size: no size curve)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    style = styles(report)
+    drawn = []
+    with matplotlib.rc_context(RC):
+        for name, title, draw in FIGURES:
+            made = draw(report, style)
+            if made is None:
+                continue
+            fig, caption = made
+            png, svg = out_dir / f"{name}.png", out_dir / f"{name}.svg"
+            fig.savefig(png, dpi=150, metadata={"Software": None})  # constrained layout: no tight bbox pass
+            fig.savefig(svg, metadata={"Date": None, "Creator": None})
+            drawn.append(Drawn(name, title, caption, png))
+    return drawn
+
+
+def _fmt(value: float) -> str:
+    """A bar label: 0.0394, 5.34, 80.2, 1,420, 150k, 22.7M."""
+    if value >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    if value >= 1e4:
+        return f"{value / 1e3:.3g}k"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def _tick(value: float, _=None) -> str:
+    """A log-axis tick: 0.01, 20, 500, 2k, 10M."""
+    return f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k" if value >= 1e3 else f"{value:g}"
+
+
+def _log_axis(ax, which: str, values) -> None:
+    """Log scale with plain tick labels (20, 50, 100k) instead of 2×10¹; 1-2-5 steps on short ranges."""
+    positive = np.asarray([v for v in values if v > 0])
+    decades = np.log10(positive.max() / positive.min()) if len(positive) else 0
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(_tick))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def cost_scatter(report: Report, style: dict[str, Style]):
+    """Accuracy against each cost, with the Pareto frontier: what each point of accuracy costs."""
+    summary = report.summary
+    trained = summary.drop(index=list(report.baselines))
+    if trained.empty:
+        return None
+    panels = [("runtime_sec", "training time (s, log scale)", True),
+              ("peak_memory_mb", "peak memory (MB)", False),
+              ("trainable_params", "trainable parameters (count, log scale)", True)]
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    for ax, (cost, label, log) in zip(axes, panels):
+        front = pareto_set(trained, cost)
+        ax.step(trained.loc[front, cost], 100 * trained.loc[front, "test_accuracy"], where="post",
+                color="black", linestyle="--", linewidth=1, zorder=1)
+        ax.scatter(trained.loc[front, cost], 100 * trained.loc[front, "test_accuracy"], s=260,
+                   facecolors="none", edgecolors="black", linewidths=1, zorder=2)
+        for method, row in trained.iterrows():
+            s = style[method]
+            ax.errorbar(row[cost], 100 * row["test_accuracy"], xerr=_spread(row, cost),
+                        yerr=_spread(row, "test_accuracy", 100), fmt=s.marker, color=s.color, markersize=9,
+                        markeredgecolor="black", ecolor="black", elinewidth=0.8, capsize=3, zorder=3)
+            rightmost = row[cost] == trained[cost].max() and len(trained) > 1  # label inwards, not off the axes
+            ax.annotate(pretty(method), (row[cost], 100 * row["test_accuracy"]), xytext=(-9 if rightmost else 9, -13),
+                        textcoords="offset points", ha="right" if rightmost else "left", fontsize=8)
+        for base in report.baselines:
+            ax.axhline(100 * summary.loc[base, "test_accuracy"], color="grey", linestyle=":", linewidth=1.2)
+        if log:
+            _log_axis(ax, "x", trained[cost])
+        ax.margins(x=0.15, y=0.15)
+        ax.set_xlabel(label)
+        ax.set_title("Pareto set: " + " → ".join(map(pretty, front)), fontsize=8.5)
+    axes[0].set_ylabel("test accuracy (%)")
+    handles = [Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none", markersize=12,
+                      label="Pareto frontier (higher accuracy, lower cost)")]
+    handles += [Line2D([], [], color="grey", linestyle=":", label=f"{pretty(b)} baseline "
+                       f"({100 * summary.loc[b, 'test_accuracy']:.1f}%)") for b in report.baselines]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    caption = ("Test accuracy against training time, peak memory and trainable parameters of each method's "
+               f"selected configuration ({_seeds_note(trained)}). Circled methods are on the Pareto frontier: no other "
+               "method is both more accurate and cheaper.")
+    return fig, caption
+
+
+def _spread(row: pd.Series, metric: str, scale: float = 1) -> float | None:
+    """The error bar of a summary row: its std over seeds, none for a single seed."""
+    return scale * row[f"{metric}_std"] if row["n"] > 1 else None
+
+
+def _seeds_note(summary: pd.DataFrame) -> str:
+    low, high = int(summary["n"].min()), int(summary["n"].max())
+    if high == 1:
+        return "one seed, n=1: no error bars"
+    return f"mean ± std over {low if low == high else f'{low}–{high}'} seeds"
+
+
+# (metric, axis label, scale, log axis)
+QUALITY = [("test_accuracy", "test accuracy (%)", 100, False),
+           ("test_f1_macro", "test macro-F1 (%)", 100, False),
+           ("f1_per_m_params", "macro-F1 (0–1) per million\ntrainable parameters (log scale)", 1, True)]
+COST = [("runtime_sec", "training time (s)", 1, False),
+        ("peak_memory_mb", "peak memory (MB)", 1, False),
+        ("trainable_params", "trainable parameters\n(count, log scale)", 1, True),
+        ("inference_examples_per_s", "inference speed (examples/s)", 1, False)]
+
+
+def _bars(report: Report, style: dict[str, Style], panels: list[tuple], what: str):
+    summary = report.summary
+    methods = list(summary.index)
+    fig = Figure(figsize=(3.1 * len(panels), 3.6), layout="constrained")
+    for ax, (metric, label, scale, log) in zip(fig.subplots(1, len(panels)), panels):
+        if log:
+            _log_axis(ax, "y", summary[metric].dropna() * scale)
+        for i, method in enumerate(methods):
+            value, spread = summary.loc[method, metric] * scale, _spread(summary.loc[method], metric, scale)
+            if pd.isna(value) or (log and value <= 0):
+                ax.annotate("n/a" if pd.isna(value) else "0", (i, 0.02), xycoords=("data", "axes fraction"),
+                            ha="center", fontsize=7.5, color="dimgrey")
+                continue
+            s = style[method]
+            ax.bar(i, value, color=s.color, hatch=s.hatch, edgecolor="black", hatchcolor="black",
+                   linewidth=0.6, yerr=spread, capsize=3, error_kw={"elinewidth": 0.8})
+            ax.annotate(f"{_fmt(value)}\nn={summary.loc[method, 'n']:.0f}", (i, value + (spread or 0)),
+                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7.5)
+        ax.set_xticks(range(len(methods)), [pretty(m) for m in methods], rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        ax.set_ylabel(label)
+        ax.grid(axis="x", visible=False)
+        smallest = (summary[metric] * scale)[lambda v: v > 0].min()
+        if log and pd.notna(smallest):  # bars start a decade below the smallest value; room for labels on top
+            ax.set_ylim(10 ** (np.floor(np.log10(smallest)) - 1), ax.get_ylim()[1] * 8)
+        elif not log:
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.18)
+    caption = f"{what} of each method's selected configuration ({_seeds_note(summary)}; n = seeds)."
+    return fig, caption
+
+
+def quality_bars(report: Report, style: dict[str, Style]):
+    return _bars(report, style, QUALITY, "Test accuracy, macro-F1 and macro-F1 per million trainable parameters")
+
+
+def cost_bars(report: Report, style: dict[str, Style]):
+    return _bars(report, style, COST, "Training time, peak memory (RSS), trainable parameters and inference speed")
+
+
+def learning_curves(report: Report, style: dict[str, Style]):
+    """Validation accuracy, macro-F1 and loss per epoch of each method's selected run."""
+    logs = {m: report.study.epoch_log(m) for m in report.study.methods}
+    logs = {m: log for m, log in logs.items() if not log.empty}
+    if not logs:
+        return None
+    fig = Figure(figsize=(12, 3.9), layout="constrained")
+    acc_ax, f1_ax, loss_ax = fig.subplots(1, 3)
+    for method, log in logs.items():
+        s = style[method]
+        line = {"color": s.color, "marker": s.marker, "markeredgecolor": "black", "markersize": 6}
+        acc_ax.plot(log["epoch"], 100 * log["val_accuracy"], **line)
+        f1_ax.plot(log["epoch"], 100 * log["val_f1"], **line)
+        loss_ax.plot(log["epoch"], log["val_loss"], **line)
+        loss_ax.plot(log["epoch"], log["train_loss"], **{**line, "linestyle": "--", "markerfacecolor": "none"})
+    last = max(log["epoch"].max() for log in logs.values())
+    for ax, label in ((acc_ax, "validation accuracy (%)"), (f1_ax, "validation macro-F1 (%)"),
+                      (loss_ax, "cross-entropy loss (nats)")):
+        ax.set_xlabel("epoch (passes over the training data)")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, last * 1.08)  # from the start of training, so a single validation reads as "after 1 epoch"
+        ax.margins(y=0.15)
+    handles = [Line2D([], [], color=style[m].color, marker=style[m].marker, markeredgecolor="black",
+                      label=pretty(m)) for m in logs]
+    handles += [Line2D([], [], color="black", label="loss: validation"),
+                Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
+                       label="loss: training (mean since the previous validation)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    single = all(len(log) == 1 for log in logs.values())
+    caption = ("Validation accuracy, macro-F1 and loss at each validation of each method's selected run"
+               + (" (one validation per run: more epochs or `train.evals_per_epoch` draw a curve)." if single else "."))
+    return fig, caption
+
+
+def confusion_matrices(report: Report, style: dict[str, Style]):
+    """One confusion matrix per method (its selected run): share of each true class, with counts."""
+    names = report.study.label_names
+    k = len(names)
+    methods = report.study.methods
+    cols = len(methods) if len(methods) <= 5 else 4
+    rows = ceil(len(methods) / cols)
+    fig = Figure(figsize=(2.9 * cols + 1, 3.1 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for index, (ax, method) in enumerate(zip(axes, methods)):
+        frame = report.study.predictions[method]
+        counts = np.zeros((k, k), dtype=int)
+        np.add.at(counts, (frame["label"].to_numpy(), frame["pred"].to_numpy()), 1)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(100 * share, cmap=HEAT, vmin=0, vmax=100)
+        for (i, j), value in np.ndenumerate(share):
+            ax.text(j, i, f"{value:.0%}\n{counts[i, j]:,}", ha="center", va="center", fontsize=8,
+                    color="white" if value < 0.55 else "black")
+        ax.set_xticks(range(k), names, rotation=30 if k > 2 else 0)
+        ax.set_yticks(range(k), names)
+        ax.set_xlabel("predicted class")
+        if index % cols == 0:
+            ax.set_ylabel("true class")
+        ax.grid(False)
+        ax.set_title(f"{pretty(method)}\naccuracy {100 * np.trace(counts) / counts.sum():.1f}%")
+    for ax in axes[len(methods):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes[:len(methods)].tolist(), label="share of the true class (%)", shrink=0.8)
+    caption = ("Confusion matrices on the test set, selected run of each method (by validation macro-F1): each cell "
+               "is the share of its true class (row) and the count of examples.")
+    return fig, caption
+
+
+def f1_vs_size(report: Report, style: dict[str, Style]):
+    """Test macro-F1 against the number of training examples, when the study varies it."""
+    results = report.study.results
+    column = size_column(results)
+    if column is None:
+        return None
+    chosen = results[results["config_id"].isin(select(results)["config_id"])]  # per method and size
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for method in report.study.methods:
+        points = chosen[chosen["method"] == method].groupby(column)["test_f1_macro"].agg(["mean", "std"])
+        s = style[method]
+        ax.errorbar(points.index, 100 * points["mean"], yerr=100 * points["std"].fillna(0), color=s.color,
+                    marker=s.marker, markeredgecolor="black", capsize=3, label=pretty(method))
+    _log_axis(ax, "x", chosen[column])
+    ax.set_xlabel("training examples (count, log scale)")
+    ax.set_ylabel("test macro-F1 (%)")
+    ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig, ("Test macro-F1 against training set size: per size, each method's configuration selected on "
+                 "validation, mean ± std over its seeds.")
+
+
+def grid_heatmaps(report: Report, style: dict[str, Style]):
+    """The learning rate x batch size grid of each method that tried more than one, on its largest training set."""
+    grids = {}
+    for method, runs in report.study.results.groupby("method", sort=False):
+        runs = runs[runs["train_size"] == runs["train_size"].max()]
+        if len(runs[["lr", "batch_size"]].drop_duplicates()) > 1:
+            scores = runs.groupby("config_id").agg(lr=("lr", "first"), batch_size=("batch_size", "first"),
+                                                   score=("best_val_f1", "mean"))  # mean over seeds
+            grids[method] = 100 * scores.pivot_table(index="lr", columns="batch_size", values="score", aggfunc="max")
+    if not grids:
+        return None
+    fig = Figure(figsize=(4.2 * len(grids), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(grids)))
+    for ax, (method, table) in zip(axes, grids.items()):
+        values = table.to_numpy()
+        image = ax.imshow(values, cmap=HEAT, aspect="auto")
+        middle = (np.nanmin(values) + np.nanmax(values)) / 2
+        for (i, j), value in np.ndenumerate(values):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if value < middle else "black")  # cividis is dark at the low end
+        ax.set_xticks(range(table.shape[1]), [f"{b:g}" for b in table.columns])
+        ax.set_yticks(range(table.shape[0]), [f"{lr:g}" for lr in table.index])
+        ax.set_xlabel("batch size (examples)")
+        ax.set_ylabel("learning rate")
+        ax.grid(False)
+        ax.set_title(pretty(method))
+        fig.colorbar(image, ax=ax, label="validation macro-F1 (%)")
+    return fig, ("The hyperparameter grid: validation macro-F1 of each learning rate and batch size, mean over "
+                 "seeds (the best over any other setting), on the largest training set.")
+
+
+# (file name, title, draw) in page order: the trade-off first, then the detail behind it.
+FIGURES = [
+    ("pareto", "Accuracy versus cost", cost_scatter),
+    ("quality", "Quality per method", quality_bars),
+    ("cost", "Cost per method", cost_bars),
+    ("learning_curves", "Learning curves", learning_curves),
+    ("confusion_matrices", "Confusion matrices", confusion_matrices),
+    ("f1_vs_size", "Macro-F1 versus training set size", f1_vs_size),
+    ("grid", "Hyperparameter grid", grid_heatmaps),
+]

@@ -1,0 +1,257 @@
+"""The report as one self-contained HTML page (figures inlined as base64 PNG) and as Markdown.
+
+Tables are built once as rows of formatted strings and rendered twice, so the page and the
+Markdown summary cannot disagree. A few lines of script mark <body> with `data-images-ok` once
+every image has loaded: the browser test reads that back.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from html import escape
+
+import pandas as pd
+
+from sendit.report.analysis import ALPHA, Report, config_keys, pretty, size_column
+from sendit.report.figures import Drawn
+from sendit.table import COLUMNS
+
+# (column, header, scale, format): the results in two tables, quality then cost, so neither needs scrolling.
+QUALITY = [("test_accuracy", "test accuracy %", 100, "{:.1f}"), ("test_f1_macro", "macro-F1 %", 100, "{:.1f}"),
+           ("test_f1_weighted", "weighted F1 %", 100, "{:.1f}"), ("test_recall_macro", "macro recall %", 100, "{:.1f}"),
+           ("best_val_f1", "val macro-F1 %", 100, "{:.1f}")]
+COST = [("runtime_sec", "training s", 1, "{:,.0f}"), ("peak_memory_mb", "peak memory MB", 1, "{:,.0f}"),
+        ("trainable_params", "trainable params", 1, "{:,.0f}"), ("f1_per_m_params", "F1 per M params", 1, "{:.3g}"),
+        ("inference_examples_per_s", "inference ex/s", 1, "{:,.0f}"), ("adapter_mb", "adapter MB", 1, "{:.2g}")]
+KEYS = {"lr": ("lr", "{:g}"), "batch_size": ("batch", "{:g}"), "epochs": ("epochs", "{:g}"),
+        "train_size": ("train size", "{:,.0f}")}  # configuration columns: (header, format)
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    numeric: list[bool]  # right-aligned columns
+    highlight: set[int] = field(default_factory=set)  # rows to emphasise: the recommended method
+
+
+def _cell(value, fmt: str = "{}", scale: float = 1) -> str:
+    return "–" if value is None or pd.isna(value) else fmt.format(value * scale)
+
+
+def _metric_cells(row: pd.Series, specs: list[tuple]) -> list[str]:
+    """Mean ± std over seeds (± only where it varies: not for one seed, nor for a constant parameter
+    count), followed by the 95% interval where the summary has one."""
+    cells = []
+    for metric, _, scale, fmt in specs:
+        cell = _cell(row[metric], fmt, scale)
+        if row["n"] > 1 and row[f"{metric}_std"] > 0:
+            cell += " ± " + _cell(row[f"{metric}_std"], fmt, scale)
+        cells.append(cell)
+        if f"{metric}_ci_low" in row:
+            low, high = (_cell(row[f"{metric}_ci_{end}"], fmt, scale) for end in ("low", "high"))
+            cells.append(f"{low}–{high}")
+    return cells
+
+
+def _metric_headers(summary: pd.DataFrame, specs: list[tuple]) -> list[str]:
+    return [h for metric, header, _, _ in specs
+            for h in ([header, "95% CI"] if f"{metric}_ci_low" in summary else [header])]
+
+
+def _pick(report: Report) -> set[int]:
+    method = report.recommendation.method
+    return {list(report.summary.index).index(method)} if method else set()
+
+
+def quality_table(report: Report) -> Table:
+    """Per method: its selected configuration and every quality metric."""
+    summary, keys = report.summary, config_keys(report.study.results)
+    rows = [[pretty(method), f"{row['n']:.0f}", *(_cell(row[k], KEYS[k][1]) for k in keys),
+             *_metric_cells(row, QUALITY)] for method, row in summary.iterrows()]
+    headers = ["method", "seeds", *(KEYS[k][0] for k in keys), *_metric_headers(summary, QUALITY)]
+    return Table(headers, rows, [False] + [True] * (len(headers) - 1), _pick(report))
+
+
+def cost_table(report: Report) -> Table:
+    """Per method: every cost, and the Pareto sets it belongs to."""
+    rec = report.recommendation
+    rows = []
+    for method, row in report.summary.iterrows():
+        fronts = [name for name, front in (("time", rec.pareto_time), ("params", rec.pareto_params)) if method in front]
+        rows.append([pretty(method), *_metric_cells(row, COST), ", ".join(fronts) or "–"])
+    headers = ["method", *_metric_headers(report.summary, COST), "Pareto set (vs)"]
+    return Table(headers, rows, [False] + [True] * (len(headers) - 2) + [False], _pick(report))
+
+
+def pairwise_table(report: Report) -> Table:
+    rows = []
+    for p in report.pairs.itertuples():
+        better = p.method_a if p.only_a_correct > p.only_b_correct else p.method_b
+        rows.append([pretty(p.method_a), pretty(p.method_b), _cell(p.accuracy_a, "{:.1f}", 100),
+                     _cell(p.accuracy_b, "{:.1f}", 100), _cell(p.accuracy_a - p.accuracy_b, "{:+.1f}", 100),
+                     f"{p.only_a_correct:,}", f"{p.only_b_correct:,}", _cell(p.p_value, "{:.2g}"),
+                     f"{pretty(better)} better" if p.significant else "no significant difference"])
+    headers = ["A", "B", "A accuracy %", "B accuracy %", "A − B points", "only A right", "only B right",
+               "McNemar p", "verdict"]
+    return Table(headers, rows, [False, False] + [True] * 6 + [False])
+
+
+def runs_table(report: Report) -> Table:
+    results = report.study.results
+    columns = [(c, h, f) for c, h, f in COLUMNS if c in results]
+    rows = [[row["run_id"], pretty(row["method"]), _cell(row.get("seed"), "{:g}"),
+             *(_cell(row[c], f) for c, _, f in columns)] for _, row in results.iterrows()]
+    return Table(["run", "method", "seed", *(h for _, h, _ in columns)], rows,
+                 [False, False] + [True] * (len(columns) + 1))
+
+
+def group_table(accuracy: pd.DataFrame, gap: tuple[str, str] | None = None) -> Table:
+    """Accuracy (and count) of each method on each group of test texts, e.g. with/without negation."""
+    groups = list(accuracy["accuracy"].columns)
+    rows = []
+    for method in accuracy.index:
+        cells = [pretty(method)] + [f"{_cell(accuracy.loc[method, ('accuracy', g)], '{:.1f}', 100)} "
+                                    f"(n={_cell(accuracy.loc[method, ('n', g)], '{:.0f}')})" for g in groups]
+        if gap:
+            cells.append(_cell(accuracy.loc[method, ("accuracy", gap[0])] - accuracy.loc[method, ("accuracy", gap[1])],
+                               "{:+.1f}", 100))
+        rows.append(cells)
+    headers = ["method", *(f"accuracy % {g}" for g in groups)] + (["difference, points"] if gap else [])
+    return Table(headers, rows, [False] + [True] * (len(headers) - 1))
+
+
+def mistakes_table(mistakes: pd.DataFrame) -> Table:
+    rows = [[f"{m.confidence:.1%}", m.label_name, m.pred_name, str(m.text)] for m in mistakes.itertuples()]
+    return Table(["confidence", "true", "predicted", "text"], rows, [True, False, False, False])
+
+
+def to_html(table: Table, css: str = "") -> str:
+    def row(cells, tag, index=None):
+        marked = ' class="pick"' if index in table.highlight else ""
+        return f"<tr{marked}>" + "".join(f'<{tag}{" class=num" if num else ""}>{escape(c)}</{tag}>'
+                                         for c, num in zip(cells, table.numeric)) + "</tr>"
+
+    body = "\n".join(row(cells, "td", i) for i, cells in enumerate(table.rows))
+    return (f'<div class="scroll"><table class="{css}"><thead>{row(table.headers, "th")}</thead>'
+            f"<tbody>\n{body}\n</tbody></table></div>")
+
+
+def to_markdown(table: Table) -> str:
+    def row(cells):
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    rule = "|" + "|".join("---:" if num else "---" for num in table.numeric) + "|"
+    rows = [row([f"**{cells[0]}**", *cells[1:]] if i in table.highlight else cells)
+            for i, cells in enumerate(table.rows)]
+    return "\n".join([row(table.headers), rule, *rows])
+
+
+def _meta(report: Report) -> str:
+    study, info = report.study, report.study.info
+    splits = info.get("data_stats", {}).get("split_sizes", {})
+    parts = [f"dataset {info['dataset']}" if info.get("dataset") else None,
+             f"model {info['model']}" if info.get("model") else None,
+             " / ".join(f"{name} {count:,}" for name, count in splits.items()) or None,
+             f"classes: {', '.join(study.label_names)}",
+             f"{len(study.results)} runs of {len(study.methods)} methods",
+             f"training-set sizes {', '.join(f'{n:,.0f}' for n in sorted(study.results['train_size'].unique()))}"
+             if size_column(study.results) else None,
+             f"seeds {', '.join(str(s) for s in sorted(study.results['seed'].unique()))}"]
+    return " · ".join(p for p in parts if p)
+
+
+def _figure(drawn: Drawn) -> str:
+    data = base64.b64encode(drawn.png.read_bytes()).decode("ascii")
+    return (f'<figure id="fig-{drawn.name}" data-figure="{drawn.name}"><h3>{escape(drawn.title)}</h3>'
+            f'<img src="data:image/png;base64,{data}" alt="{escape(drawn.title)}">'
+            f'<figcaption>{escape(drawn.caption)} <span class="files">figures/{drawn.name}.png, '
+            f".svg</span></figcaption></figure>")
+
+
+def _error_analysis(report: Report) -> str:
+    parts = ["<p>On the test set, the selected run of each method. Negation words: not, no, never, nothing, cannot, "
+             "and contractions with or without their apostrophe (don't, dont, cant, isnt...).</p>",
+             to_html(group_table(report.negation, ("with negation", "without negation")))]
+    if report.subsets is not None:
+        parts += ["<h3>Subsets of the test set</h3>", to_html(group_table(report.subsets))]
+    parts.append("<h3>Most confident mistakes</h3>")
+    for method, mistakes in report.mistakes.items():
+        if not mistakes.empty:
+            parts += [f"<h4>{escape(pretty(method))}</h4>", to_html(mistakes_table(mistakes), "texts")]
+    return "\n".join(parts)
+
+
+CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1a1a1a;
+       max-width: 1180px; margin: 0 auto; padding: 24px 28px 64px; }
+h1 { margin: 0 0 4px; font-size: 26px; } h2 { margin-top: 40px; border-bottom: 1px solid #ddd; }
+h3 { margin: 24px 0 8px; } h4 { margin: 16px 0 6px; }
+.meta, figcaption, .note { color: #555; font-size: 13.5px; }
+.recommendation { background: #eef5fb; border-left: 5px solid #0072B2; padding: 14px 20px; margin: 20px 0; }
+.recommendation .headline { font-size: 19px; font-weight: 600; margin: 0 0 8px; }
+.recommendation ul { margin: 0; padding-left: 20px; }
+nav a { margin-right: 14px; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e3e3e3; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.pick td { background: #fff6dd; font-weight: 600; }
+table.texts td:last-child { max-width: 640px; }
+figure { margin: 28px 0; } figure img { max-width: 100%; height: auto; display: block; }
+.files { font-family: ui-monospace, monospace; font-size: 12px; }
+details summary { cursor: pointer; font-weight: 600; margin: 12px 0; }
+"""
+
+SCRIPT = """
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  document.body.setAttribute("data-images", String(images.length));
+  document.body.setAttribute("data-images-ok", images.every(function (img) {
+    return img.complete && img.naturalWidth > 0; }) ? "true" : "false");
+});
+"""
+
+
+def render_html(report: Report, figures: list[Drawn]) -> str:
+    rec, name = report.recommendation, escape(report.study.name)
+    sections = [
+        ("results", "Results", "<p class=note>Each method's configuration selected on validation macro-F1 (largest "
+         "training set): mean ± std over its seeds, 95% bootstrap interval over test examples; the recommended "
+         "method is highlighted.</p><h3>Quality</h3>"
+         + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report))),
+        ("significance", "Significance", f"<p class=note>McNemar's test between the selected runs of each pair "
+         f"of methods on the shared test set; significant at p &lt; {ALPHA}.</p>" + to_html(pairwise_table(report))),
+        ("figures", "Figures", "\n".join(map(_figure, figures))),
+        ("errors", "Error analysis", _error_analysis(report)),
+        ("runs", "Every run", f"<details><summary>{len(report.study.results)} runs</summary>"
+         f"{to_html(runs_table(report))}</details>"),
+    ]
+    nav = " ".join(f'<a href="#{key}">{title}</a>' for key, title, _ in sections)
+    body = "\n".join(f'<section id="{key}"><h2>{title}</h2>\n{html}</section>' for key, title, html in sections)
+    details = "".join(f"<li>{escape(d)}</li>" for d in rec.details)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>sendit report: {name}</title><style>{CSS}</style></head>
+<body>
+<header><h1>sendit report: {name}</h1><p class="meta">{escape(_meta(report))}</p></header>
+<section class="recommendation" id="recommendation">
+<p class="headline">{escape(rec.headline)}</p><ul>{details}</ul></section>
+<nav>{nav}</nav>
+{body}
+<script>{SCRIPT}</script>
+</body></html>
+"""
+
+
+def render_markdown(report: Report, figures: list[Drawn]) -> str:
+    rec = report.recommendation
+    lines = [f"# sendit report: {report.study.name}", "", _meta(report), "", f"**{rec.headline}**", "",
+             *(f"- {d}" for d in rec.details), "", "## Results", "",
+             "Each method's configuration selected on validation macro-F1: mean ± std over its seeds, "
+             "95% bootstrap interval over test examples.", "",
+             to_markdown(quality_table(report)), "", to_markdown(cost_table(report)), "", "## Figures", "",
+             *(f"![{f.title}](figures/{f.name}.png)\n\n{f.caption}\n" for f in figures),
+             "The full report with significance tests and error analysis: report.html", ""]
+    return "\n".join(lines)

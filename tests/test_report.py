@@ -1,0 +1,226 @@
+"""The report from study directories written by hand (no training): figures, page, recommendation."""
+import json
+import re
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from matplotlib.image import imread
+from typer.testing import CliRunner
+
+from sendit.cli import app
+from sendit.report import ReportError, analyse, load_study, track, write_report
+from sendit.report.analysis import has_negation
+from sendit.study import write_results
+
+LABELS = ["negative", "positive"]
+TEXTS = ["i dont like mondays", "not bad at all", "what a great day", "cant wait for the weekend", "so tired of this",
+         "never going back there", "love this song", "isnt it lovely", "worst service ever", "thanks for the follow"]
+N_TEST = 400
+
+
+def method_spec(accuracy, runtime, params, memory, lrs=(1e-3,), batch_sizes=(32,)):
+    return {"accuracy": accuracy, "runtime": runtime, "params": params, "memory": memory,
+            "lrs": lrs, "batch_sizes": batch_sizes}
+
+
+# LoRA matches full fine-tuning for a fraction of the cost: it should be picked.
+LORA_WINS = {"zero_shot": method_spec(0.50, 0.0, 0, 500), "lora": method_spec(0.875, 120, 150_000, 1100),
+             "full": method_spec(0.88, 300, 22_700_000, 1400)}
+# Full fine-tuning is far ahead; a grid for LoRA, three seeds, two dataset sizes, a sarcasm subset.
+FULL_WINS = {"zero_shot": method_spec(0.50, 0.0, 0, 500), "head": method_spec(0.66, 25, 770, 900),
+             "lora": method_spec(0.80, 120, 150_000, 1100, lrs=(5e-4, 1e-3), batch_sizes=(16, 32)),
+             "full": method_spec(0.90, 300, 22_700_000, 1400)}
+
+
+def build_study(root, name, methods, seeds=(1,), sizes=(None,), subset=False):
+    """Write a study directory the way `sendit study` does: run directories, then write_results."""
+    rng = np.random.default_rng(0)
+    directory = root / name
+    labels = rng.integers(0, 2, N_TEST)
+    texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(N_TEST)]
+    difficulty = rng.random(N_TEST)  # shared by every method: their errors overlap, as real ones do
+    (directory / "runs").mkdir(parents=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump({
+        "name": name, "data": {"dataset": "csv"}, "model": {"name": "tiny-bert"},
+        "methods": [{"name": m} for m in methods]}))
+    for method, spec in methods.items():
+        for seed in seeds:
+            for size in sizes:
+                for lr in spec["lrs"]:
+                    for batch in spec["batch_sizes"]:
+                        shrink = 0.0 if size in (None, max(sizes)) else 0.05
+                        tweak = 0.01 * (lr == spec["lrs"][0]) + 0.005 * (batch == spec["batch_sizes"][0])
+                        accuracy = spec["accuracy"] - shrink - tweak
+                        seed_noise = np.random.default_rng(seed).normal(0, 0.02, N_TEST) if len(seeds) > 1 else 0
+                        correct = difficulty + seed_noise < accuracy
+                        run_id = f"{method}-lr{lr:g}-bs{batch}-seed{seed}" + (f"-n{size}" if size else "")
+                        write_run(directory / "runs" / run_id, method, lr, batch, seed, spec, labels, texts,
+                                  correct, rng, subset, size or 3200)
+    write_results(directory)
+    return directory
+
+
+def write_run(run_dir, method, lr, batch, seed, spec, labels, texts, correct, rng, subset, train_size):
+    run_dir.mkdir()
+    preds = np.where(correct, labels, 1 - labels)
+    confidence = rng.uniform(0.5, 0.99, len(labels))
+    prob_positive = np.where(preds == 1, confidence, 1 - confidence)
+    frame = pd.DataFrame({"text": texts, "label": labels, "pred": preds,
+                          "label_name": [LABELS[i] for i in labels], "pred_name": [LABELS[i] for i in preds],
+                          "prob_negative": 1 - prob_positive, "prob_positive": prob_positive})
+    if subset:
+        frame["subset"] = np.where(np.arange(len(labels)) % 4 == 0, "sarcasm", "general")
+    frame.to_csv(run_dir / "predictions.csv", index=False)
+    accuracy = float(correct.mean())
+    trained = method != "zero_shot"
+    epochs = [1, 2, 3] if trained else []
+    pd.DataFrame({"epoch": epochs, "phase": "train", "step": [10 * e for e in epochs],
+                  "train_loss": [0.7 - 0.1 * e for e in epochs], "val_loss": [0.65 - 0.08 * e for e in epochs],
+                  "val_accuracy": [accuracy - 0.03 * (3 - e) for e in epochs],
+                  "val_f1": [accuracy - 0.03 * (3 - e) - 0.002 for e in epochs]},
+                 columns=["epoch", "phase", "step", "train_loss", "val_loss", "val_accuracy", "val_f1"]
+                 ).to_csv(run_dir / "epoch_log.csv", index=False)
+    runtime = spec["runtime"] * (1 + 0.05 * seed) * (32 / batch)
+    row = {"method": method, "base_method": method, "lr": lr if trained else None, "batch_size": batch,
+           "epochs": 3.0, "seed": seed, "best_val_f1": accuracy - 0.002 + 0.001 * seed, "val_accuracy": accuracy,
+           "best_epoch": 3.0 if trained else 0.0, "test_accuracy": accuracy, "test_f1_macro": accuracy - 0.001,
+           "test_f1_weighted": accuracy - 0.001, "test_recall_macro": accuracy, "runtime_sec": runtime,
+           "peak_memory_mb": spec["memory"] + 10 * seed, "memory_delta_mb": spec["memory"] / 2,
+           "trainable_params": spec["params"], "total_params": 22_713_986,
+           "f1_per_m_params": accuracy / (spec["params"] / 1e6) if trained else None,
+           "inference_time_sec": 2.0, "inference_examples_per_s": len(labels) / 2.0, "adapter_mb": 0.5,
+           "test_examples": len(labels)}
+    metrics = {"row": row, "test": {"accuracy": accuracy}, "label_names": LABELS,
+               "data_stats": {"split_sizes": {"train": train_size, "val": 400, "test": len(labels)}}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture(scope="module")
+def lora_study(tmp_path_factory):
+    """A one-seed study whose report is written by the `sendit report` command."""
+    directory = build_study(tmp_path_factory.mktemp("report"), "lora_wins", LORA_WINS)
+    out = CliRunner().invoke(app, ["report", str(directory)])
+    assert out.exit_code == 0, out.output
+    return directory, out.output
+
+
+@pytest.fixture(scope="module")
+def full_study(tmp_path_factory):
+    directory = build_study(tmp_path_factory.mktemp("report"), "full_wins", FULL_WINS, seeds=(1, 2, 3),
+                            sizes=(1000, 4000), subset=True)
+    assert write_report(directory) == directory / "report.html"
+    return directory
+
+
+@pytest.fixture(scope="module")
+def full_report(full_study):
+    return analyse(load_study(full_study))
+
+
+def check_figures(directory, expected):
+    figures = directory / "figures"
+    assert {p.stem for p in figures.glob("*.png")} == expected
+    assert {p.stem for p in figures.glob("*.svg")} == expected
+    page = (directory / "report.html").read_text()
+    markdown = (directory / "report.md").read_text()
+    for name in expected:
+        png = figures / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = imread(png)
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # drawn, not blank
+        assert ElementTree.parse(figures / f"{name}.svg").getroot().tag.endswith("svg")
+        assert f'data-figure="{name}"' in page
+        assert f"figures/{name}.png" in markdown
+    assert page.count('src="data:image/png;base64,') == len(expected)
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # nothing fetched
+
+
+def test_report_command_on_a_one_seed_study(lora_study):
+    directory, output = lora_study
+    assert "Pick LoRA" in output and "report.html" in output
+    check_figures(directory, {"pareto", "quality", "cost", "learning_curves", "confusion_matrices"})
+    html = (directory / "report.html").read_text()
+    assert html.index("Pick LoRA") < html.index("<table") < html.index("<img")  # recommendation, tables, figures
+    assert "n=1" in html
+    assert (directory / "lora_results.csv").is_file() and (directory / "full_epoch_logs.csv").is_file()
+
+
+def test_report_of_a_grid_over_seeds_and_sizes(full_study):
+    check_figures(full_study, {"pareto", "quality", "cost", "learning_curves", "confusion_matrices",
+                               "f1_vs_size", "grid"})
+    html = (full_study / "report.html").read_text()
+    assert "sarcasm" in html and "with negation" in html and "Most confident mistakes" in html
+
+
+def test_different_winners_give_different_recommendations(lora_study, full_report):
+    lora = analyse(load_study(lora_study[0])).recommendation
+    full = full_report.recommendation
+    assert lora.method == "lora" and full.method == "full"
+    assert re.match(r"Pick LoRA: within \d\.\d points of full fine-tuning's accuracy", lora.headline)
+    assert "no significant difference" in lora.headline
+    assert full.headline.startswith("Pick full fine-tuning: the most accurate") and "significant" in full.headline
+    assert lora.headline != full.headline
+
+
+def test_summary_uses_the_best_configuration_over_its_seeds(full_report):
+    lora = full_report.summary.loc["lora"]
+    assert lora["n"] == 3 and lora["lr"] == 1e-3 and lora["batch_size"] == 32 and lora["train_size"] == 4000
+    assert lora["test_accuracy_std"] > 0
+    assert full_report.summary.index.tolist() == ["zero_shot", "head", "lora", "full"]  # the config's order
+    assert full_report.baselines == ["zero_shot"]
+
+
+def test_error_analysis(full_report):
+    mistakes = full_report.mistakes["full"]
+    assert len(mistakes) == 5 and mistakes["confidence"].is_monotonic_decreasing
+    assert (mistakes["label_name"] != mistakes["pred_name"]).all()
+    assert set(full_report.subsets.columns.get_level_values(1)) == {"general", "sarcasm"}
+    assert full_report.negation.loc["full", ("n", "with negation")] == 200  # 5 of the 10 texts negate
+    cues = pd.Series(["i dont know", "i cant", "it isn t", "not now", "nothing", "i want it", "went home",
+                      "can't stop", "cannot", "no way", "nobody"])
+    assert has_negation(cues).tolist() == [True, True, True, True, True, False, False, True, True, True, True]
+
+
+def test_report_command_refuses_a_directory_without_results(tmp_path):
+    out = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert out.exit_code == 2 and "no results.csv" in out.output
+
+
+def test_tracking_names_the_missing_extra(full_report, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_trackers(name, *args, **kwargs):
+        if name.split(".")[0] in ("mlflow", "tensorboard") or name == "torch.utils.tensorboard":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_trackers)
+    for backend, extra in (("tensorboard", "sendit[track]"), ("mlflow", "sendit[mlflow]")):
+        with pytest.raises(ReportError, match=re.escape(extra)):
+            track(full_report, backend)
+    with pytest.raises(ReportError, match="choose from tensorboard, mlflow"):
+        track(full_report, "wandb")
+
+
+def test_tracking_to_tensorboard(lora_study):
+    pytest.importorskip("tensorboard")
+    directory, _ = lora_study
+    out = CliRunner().invoke(app, ["report", str(directory), "--track", "tensorboard"])
+    assert out.exit_code == 0, out.output
+    assert len(list((directory / "tensorboard").glob("*/events.out.tfevents.*"))) == 3
+
+
+def test_tracking_to_mlflow(lora_study, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    directory, _ = lora_study
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for _ in range(2):  # the second replay adds nothing
+        out = CliRunner().invoke(app, ["report", str(directory), "--track", "mlflow"])
+        assert out.exit_code == 0, out.output
+    runs = mlflow.search_runs(experiment_names=["lora_wins"], output_format="list")
+    assert sorted(r.info.run_name for r in runs) == sorted(pd.read_csv(directory / "results.csv").run_id)

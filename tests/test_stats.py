@@ -1,0 +1,95 @@
+"""Bootstrap intervals and McNemar's test against cases worked out by hand."""
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+from sklearn.metrics import f1_score
+
+from sendit.stats import bootstrap, bootstrap_ci, format_p, mcnemar, mean_std, verdict
+
+
+def paired(only_a: int, only_b: int, both: int = 50, neither: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Correctness vectors of A and B with the given 2x2 table."""
+    a = [1] * only_a + [0] * only_b + [1] * both + [0] * neither
+    b = [0] * only_a + [1] * only_b + [1] * both + [0] * neither
+    return np.array(a, bool), np.array(b, bool)
+
+
+def test_mcnemar_chi_square_with_continuity_correction():
+    # b = 30, c = 10: (|30 - 10| - 1)^2 / 40 = 361 / 40 = 9.025; chi-square(1) tail = erfc(sqrt(x / 2)).
+    statistic, p = mcnemar(*paired(30, 10))
+    assert statistic == pytest.approx(9.025)
+    assert p == pytest.approx(math.erfc(math.sqrt(9.025 / 2)))  # 0.00266
+    assert mcnemar(*paired(10, 30)) == (statistic, p)  # symmetric
+
+
+def test_mcnemar_exact_binomial_below_25_discordant_pairs():
+    # b = 8, c = 2: p = 2 * P(X <= 2), X ~ Binomial(10, 1/2) = 2 * (1 + 10 + 45) / 1024 = 0.109375.
+    statistic, p = mcnemar(*paired(8, 2))
+    assert statistic == 2 and p == pytest.approx(112 / 1024)
+    assert p == pytest.approx(binomtest(2, 10, 0.5).pvalue)
+    assert mcnemar(*paired(12, 12))[1] == pytest.approx(1.0)
+    # 24 discordant pairs: still exact; 25: chi-square.
+    assert mcnemar(*paired(18, 6)) == (6.0, pytest.approx(binomtest(6, 24, 0.5).pvalue))
+    assert mcnemar(*paired(19, 6))[0] == pytest.approx((13 - 1) ** 2 / 25)
+
+
+def test_mcnemar_without_discordant_pairs_and_mismatched_inputs():
+    assert mcnemar(*paired(0, 0)) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="same examples"):
+        mcnemar([True, False], [True])
+
+
+def test_verdict_names_the_better_method_only_when_significant():
+    assert verdict("lora", "bitfit", *paired(30, 10)) == "lora > bitfit, p = 0.0027"
+    assert verdict("lora", "bitfit", *paired(10, 30)) == "bitfit > lora, p = 0.0027"
+    assert verdict("lora", "bitfit", *paired(8, 2)) == "no significant difference (p = 0.11)"
+    assert verdict("a", "b", *paired(200, 20)) == "a > b, p < 0.001"
+    assert format_p(0.41) == "p = 0.41" and format_p(0.003) == "p = 0.003"
+
+
+def test_bootstrap_of_two_examples_matches_the_enumerated_distribution():
+    # correct = [1, 0]: a resample of 2 holds 0, 1 or 2 correct examples with probability 1/4, 1/2, 1/4.
+    replicates = bootstrap([0, 1], [0, 0], n_boot=4000, seed=1)
+    for value, probability in ((0.0, 0.25), (0.5, 0.5), (1.0, 0.25)):
+        assert np.mean(replicates == value) == pytest.approx(probability, abs=0.03)
+    assert bootstrap_ci([0, 1], [0, 0]) == (0.5, 0.0, 1.0)
+
+
+def test_bootstrap_accuracy_interval_matches_the_normal_approximation():
+    # 400 examples, 320 correct: 0.8 +- 1.96 * sqrt(0.8 * 0.2 / 400) = 0.8 +- 0.0392.
+    labels = np.zeros(400, int)
+    predictions = np.r_[np.zeros(320, int), np.ones(80, int)]
+    estimate, low, high = bootstrap_ci(labels, predictions, n_boot=4000)
+    assert estimate == 0.8
+    assert low == pytest.approx(0.8 - 0.0392, abs=0.006) and high == pytest.approx(0.8 + 0.0392, abs=0.006)
+    assert bootstrap_ci(labels, labels, "f1_macro", num_classes=2) == (0.5, 0.5, 0.5)  # class 1: F1 0
+    assert bootstrap_ci(labels, labels) == (1.0, 1.0, 1.0)
+
+
+def test_bootstrap_macro_f1_estimate_and_determinism():
+    # labels 0 0 1 1, predictions 0 1 1 1: F1(0) = 2*1/(2+0+1) = 2/3, F1(1) = 2*2/(4+1+0) = 4/5.
+    assert bootstrap_ci([0, 0, 1, 1], [0, 1, 1, 1], "f1_macro").estimate == pytest.approx((2 / 3 + 4 / 5) / 2)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    predictions = np.where(rng.random(300) < 0.7, labels, rng.integers(0, 3, 300))
+    ci = bootstrap_ci(labels, predictions, "f1_macro", seed=3)
+    assert ci.estimate == pytest.approx(f1_score(labels, predictions, average="macro"))
+    assert ci.low < ci.estimate < ci.high
+    assert bootstrap_ci(labels, predictions, "f1_macro", seed=3) == ci
+    assert bootstrap_ci(labels, predictions, "f1_macro", seed=4) != ci
+
+
+def test_bootstrap_of_several_runs_is_the_interval_of_their_mean():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    runs = np.array([np.where(rng.random(500) < q, labels, 1 - labels) for q in (0.7, 0.8, 0.9)])
+    ci = bootstrap_ci(labels, runs)
+    assert ci.estimate == pytest.approx(np.mean([(r == labels).mean() for r in runs]))
+    assert bootstrap_ci(labels, np.array([runs[1], runs[1]])) == bootstrap_ci(labels, runs[1])
+
+
+def test_mean_std_over_seeds():
+    assert mean_std([0.8, 0.9]) == (pytest.approx(0.85), pytest.approx(math.sqrt(0.005)))
+    assert mean_std([0.8]) == (0.8, None)
