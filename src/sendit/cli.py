@@ -20,7 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Adapt pretrained transformers to sentiment classification and measure which method to pick.")
 data_app = typer.Typer(no_args_is_help=True, help="Prepare, download and inspect datasets.")
 app.add_typer(data_app, name="data")
-console = Console()
+# Logs and CI are not terminals: give tables room instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 SetOption = typer.Option(None, "--set", "-s", help="Override a config field: KEY=VALUE, e.g. train.epochs=2")
 
@@ -89,10 +90,11 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
         _fail("--workers and --ray exclude each other: on Ray, set the CPUs per run with -s train.threads=N")
     _quiet()
     from sendit.study import run_study
-    from sendit.table import per_class_table, results_table
+    from sendit.table import COST, per_class_table, results_table
 
     results = _guard(lambda: run_study(cfg, console, workers, ray))
     console.print(results_table(results, f"{cfg.name}: test set, best configuration per method by val F1"))
+    console.print(results_table(results, f"{cfg.name}: cost of each method's best run", COST))
     console.print(per_class_table(results, _label_names(cfg.directory)))
     _print_statistics(cfg.directory)
     console.print(f"results: {cfg.directory / 'results.csv'}, statistics: {cfg.directory / 'summary.csv'}, "
@@ -143,7 +145,7 @@ def train(dataset: str = typer.Option("sentiment140", help="Registry name (senti
     from sendit.config import RunConfig, apply_overrides, build
     from sendit.data import prepare
     from sendit.run import execute
-    from sendit.table import results_table
+    from sendit.table import COST, results_table
 
     values = apply_overrides({
         "data": {"dataset": dataset, "path": data_path, "sample": sample},
@@ -157,6 +159,7 @@ def train(dataset: str = typer.Option("sentiment140", help="Registry name (senti
         import pandas as pd
 
         console.print(results_table(pd.DataFrame([row]), f"{method} on {dataset}"))
+        console.print(results_table(pd.DataFrame([row]), "cost", COST))
         console.print(f"run: {out}")
 
 

@@ -114,7 +114,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         "test_accuracy": test["accuracy"], "test_f1_macro": test["f1_macro"],
         "test_f1_weighted": test["f1_weighted"], "test_recall_macro": test["recall_macro"],
         "runtime_sec": fit.train_seconds, "train_examples": fit.train_examples,
-        "train_examples_per_s": fit.train_examples / fit.train_seconds if fit.train_seconds else None,
+        "train_examples_per_s": fit.train_examples / fit.train_seconds if fit.train_examples else None,
         "peak_memory_mb": peak, "memory_delta_mb": peak - rss_before, "peak_is_per_run": peak_reset,
         "trainable_params": trainable if method.trains else 0, "total_params": total,
         "trainable_share": trainable / total if method.trains else 0.0,
