@@ -8,7 +8,6 @@ import torch
 from conftest import TINY_ARCHS, synthetic_frame
 from sendit.batching import collate, encode
 from sendit.config import ConfigError, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, save_yaml
-from sendit.decoders import add_position_ids
 from sendit.methods import METHODS, get_method
 from sendit.models import PooledHead, load_model, load_tokenizer
 from sendit.run import ADAPTER_FILE, build_model, execute, load, save_trained
@@ -153,7 +152,7 @@ def test_decoders_give_the_same_logits_left_or_right_padded(arch, method, data):
         batch = collate(encoded["test"], rows, pad_id, left_pad=left_pad)
         batch.pop("labels")
         with torch.no_grad():
-            return model(**add_position_ids(batch) if left_pad else batch).logits
+            return model(**batch).logits  # collate adds mask-derived position_ids when left-padding
 
     right = logits(index, left_pad=False)
     torch.testing.assert_close(logits(index, left_pad=True), right, rtol=0, atol=1e-5)

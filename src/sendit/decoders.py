@@ -18,9 +18,3 @@ import torch
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """0, 1, 2, ... over the real tokens of each row; pads get 0 (they are masked anyway)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def add_position_ids(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch with mask-derived `position_ids` (in place, returned for chaining)."""
-    batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
-    return batch

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Write a study's results as a markdown table, with the machine and the command that made them.
+
+  python benchmarks/study_table.py runs/methods_minilm benchmarks/results/methods_minilm.md \
+      --command "sendit study configs/methods_minilm.yaml" --title "Every method on minilm"
+"""
+import argparse
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = [("method", "method", "{}"), ("lr", "lr", "{:g}"), ("test_accuracy", "test acc", "{:.4f}"),
+           ("test_f1_macro", "macro-F1", "{:.4f}"), ("trainable_params", "trainable params", "{:,.0f}"),
+           ("runtime_sec", "train s", "{:.0f}"), ("train_examples_per_s", "train ex/s", "{:.0f}"),
+           ("peak_memory_mb", "peak RSS MB (this run)", "{:,.0f}"), ("adapter_mb", "adapter MB", "{:.3g}"),
+           ("inference_examples_per_s", "infer ex/s", "{:,.0f}")]
+
+
+def machine() -> str:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lscpu if line.startswith("Model name")), "?")
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def cell(value, fmt: str) -> str:
+    return "-" if pd.isna(value) else fmt.format(value)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("study", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--title", required=True)
+    ap.add_argument("--notes", default="")
+    args = ap.parse_args()
+    results = pd.read_csv(args.study / "results.csv")
+    lines = [f"# {args.title}", "", f"Machine: {machine()}. Command: `{args.command}`.", "",
+             "| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for _, row in results.iterrows():
+        lines.append("| " + " | ".join(cell(row.get(c), f) for c, _, f in COLUMNS) + " |")
+    if (args.study / "pairwise.csv").exists():
+        pairs = pd.read_csv(args.study / "pairwise.csv")
+        lines += ["", "McNemar tests between methods (same test set):", ""]
+        lines += [f"- {v}" for v in pairs[[c for c in pairs.columns if "verdict" in c][0]]]
+    if args.notes:
+        lines += ["", args.notes]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
