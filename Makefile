@@ -35,11 +35,19 @@ test-slow: setup
 bench: setup
 	$(PY) benchmarks/bench_vs_peer.py
 
+# sendit serve under 1, 8 and 32 concurrent clients, 60 s each, batched vs naive (~7 min); results to
+# benchmarks/results/serve.md. RUN is a run directory, e.g. make bench-serve RUN=runs/quickstart/runs/<lora run>
+.PHONY: bench-serve
+bench-serve: setup
+	@test -n "$(RUN)" || { echo "usage: make bench-serve RUN=runs/quickstart/runs/<lora run>"; exit 2; }
+	$(PY) benchmarks/bench_serve.py $(RUN)
+
 # The report in headless Chromium; installs the Debian packages chromium and chromium-driver if missing.
 test-browser: setup
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && \
-		  $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+		  $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; } || \
+		echo "could not install chromium: the browser test will report itself skipped"
 	$(PY) -m pytest -q -m browser tests/test_report_browser.py
 
 clean:

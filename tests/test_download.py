@@ -96,8 +96,8 @@ def test_network_failure_says_where_to_place_the_file(tmp_path, small_spec, monk
 
 
 def test_unknown_dataset(tmp_path):
-    with pytest.raises(DataError, match="no download known for 'imdb'"):
-        download("imdb", tmp_path)
+    with pytest.raises(DataError, match="no download known for 'nope'"):
+        download("nope", tmp_path)
 
 
 def test_published_values_for_the_real_archive():

@@ -35,6 +35,8 @@ class Encoded:
 
 def encode(tokenizer, texts: list[str], labels, max_length: int, pairs: list[str] | None = None) -> Encoded:
     """Tokenise with truncation and no padding; `pairs` gives a second segment (e.g. a target)."""
+    if len(texts) == 0:  # an absent split (e.g. no validation set); fast tokenizers fail on []
+        return Encoded([], np.array(labels, dtype=np.int64))
     out = tokenizer(list(texts), pairs, truncation=True, max_length=max_length, padding=False)
     types = out.get("token_type_ids") if pairs is not None else None
     as_arrays = lambda rows: [np.asarray(row, dtype=np.int64) for row in rows]  # noqa: E731

@@ -223,8 +223,9 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     _quiet()
     from dataclasses import replace
 
-    from sendit.batching import encode
-    from sendit.data import parse_split_name, prepare
+    from sendit.data import parse_split_name, split_of
+    from sendit.data.datasets import check_independent
+    from sendit.data.inputs import encode_inputs
     from sendit.evaluate import classification_metrics, predict_logits
     from sendit.run import batching_for, load, use_bf16
 
@@ -233,15 +234,15 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     split = "test"
     if dataset:
         name, split = parse_split_name(dataset)
-        data = replace(cfg.data, dataset=name, path=data_path)
         split = split or "test"
-    splits = _guard(lambda: prepare(data))
-    frame = getattr(splits, {"dev": "val", "validation": "val"}.get(split, split), None)
-    if frame is None:
-        _fail(f"dataset {data.dataset} has no split '{split}' (train, val, test)")
-    if list(splits.label_names) != list(cfg.data.label_names):
-        _fail(f"labels of {data.dataset} {splits.label_names} differ from the run's {cfg.data.label_names}")
-    encoded = encode(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), cfg.model.max_length)
+        _guard(lambda: check_independent(cfg.data.dataset, name, split))
+        if name != cfg.data.dataset or data_path:  # another dataset: none of the run's sampling applies
+            data = replace(cfg.data, dataset=name, path=data_path, format=None, sample=None, test_sample=None)
+    frame, label_names = _guard(lambda: split_of(data, split))
+    if list(label_names) != list(cfg.data.label_names):
+        _fail(f"labels of {data.dataset} {label_names} differ from the run's {cfg.data.label_names}")
+    encoded = _guard(lambda: encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), data,
+                                           cfg.model.max_length))
     logits, seconds = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
                                      **vars(batching_for(tokenizer, model)))
     metrics = classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
@@ -251,27 +252,34 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     console.print(f"  confusion     {metrics['confusion_matrix']}")
 
 
+OUTPUTS = ("table", "csv", "jsonl")
+
+
 @app.command()
 def predict(run: Path = typer.Argument(..., help="A run directory"),
             texts: Optional[list[str]] = typer.Argument(None, help="Texts to label; '-' reads stdin"),
-            file: Optional[Path] = typer.Option(None, "--file", "-f", help="One text per line, or CSV/JSONL"),
-            text_column: str = typer.Option("text", help="Text column of a CSV/JSONL file"),
+            file: Optional[Path] = typer.Option(None, "--file", "-f", help="One text per line, or CSV/TSV/JSONL"),
+            text_column: str = typer.Option("text", help="Text column of a CSV/TSV/JSONL file"),
             output: str = typer.Option("table", "--output", "-o", help="table | csv | jsonl"),
-            batch_size: int = typer.Option(64)):
-    """Label texts with a saved run: label and probability of every class."""
+            batch_size: int = typer.Option(64, min=1)):
+    """Label texts with a saved run: label and probability of every class (bf16 where the run used it)."""
+    if output not in OUTPUTS:
+        _fail(f"--output {output!r}: one of {', '.join(OUTPUTS)}")
     _quiet()
-    from sendit.predict import predict_texts, read_texts
+    from sendit.predict import predict_texts, progress, read_texts, skip_bitsandbytes
     from sendit.run import load
 
     items = _guard(lambda: read_texts(texts or [], file, text_column, sys.stdin))
     if not items:
         _fail("no texts given: pass TEXT arguments, --file F, or '-' to read stdin")
+    skip_bitsandbytes([run])
     model, tokenizer, cfg = _guard(lambda: load(run))
-    frame = predict_texts(model, tokenizer, cfg, items, batch_size)
+    with progress(len(items), shown=file is not None) as advance:
+        frame = predict_texts(model, tokenizer, cfg, items, batch_size, on_batch=advance)
     if output == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     elif output == "jsonl":
-        sys.stdout.write(frame.to_json(orient="records", lines=True, force_ascii=False) + "\n")
+        sys.stdout.write(frame.to_json(orient="records", lines=True, force_ascii=False).rstrip("\n") + "\n")
     else:
         from rich.table import Table
 
@@ -279,6 +287,35 @@ def predict(run: Path = typer.Argument(..., help="A run directory"),
         for row in frame.itertuples(index=False):
             table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
         console.print(table)
+
+
+@app.command()
+def serve(runs: list[str] = typer.Argument(..., help="Run directories, or NAME=DIR to name a model"),
+          host: str = typer.Option("127.0.0.1", help="Interface to listen on; 0.0.0.0 exposes it to the network"),
+          port: int = typer.Option(8000),
+          max_texts: int = typer.Option(256, min=1, help="Texts per request"),
+          max_chars: int = typer.Option(2000, min=1, help="Characters per text"),
+          batch_wait_ms: float = typer.Option(5.0, min=0, help="How long a request waits for others to batch with"),
+          max_batch: int = typer.Option(64, min=1, help="Texts per forward pass"),
+          naive: bool = typer.Option(False, "--naive", help="Benchmark baseline: one request per forward pass")):
+    """Serve runs over HTTP (FastAPI): POST /v1/predict, GET /v1/models, GET /health, docs at /docs.
+
+    Adapter runs (lora, dora, ia3, prompt_tuning) over one base share it; concurrent requests are batched.
+    """
+    _quiet()
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        _fail(f"sendit serve needs `pip install 'sendit\\[serve]'` ({err})")
+    from sendit.predict import skip_bitsandbytes
+    from sendit.serve import Settings, create_app, parse_runs
+
+    skip_bitsandbytes([run_dir for _, run_dir in parse_runs(runs)])
+    settings = Settings(max_texts, max_chars, batch_wait_ms, max_batch, naive)
+    server = _guard(lambda: create_app(runs, settings))
+    console.print(f"serving {', '.join(server.state.models)} on http://{host}:{port} (API docs: /docs)")
+    uvicorn.run(server, host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -374,16 +411,16 @@ def data_info(name: str = typer.Argument(..., help="Registry name"),
     from rich.table import Table
 
     from sendit.config import DataConfig
-    from sendit.data import prepare
+    from sendit.data import dataset_splits
 
-    splits = _guard(lambda: prepare(DataConfig(dataset=name, path=path)))
-    table = Table("split", "rows", *splits.label_names)
-    for part in ("train", "val", "test"):
-        frame = getattr(splits, part)
+    frames, label_names, stats = _guard(lambda: dataset_splits(DataConfig(dataset=name, path=path)))
+    table = Table("split", "rows", *label_names)
+    for part, frame in frames.items():
         counts = frame["label"].value_counts()
-        table.add_row(part, f"{len(frame):,}", *(f"{counts.get(i, 0):,}" for i in range(len(splits.label_names))))
+        table.add_row(part, f"{len(frame):,}", *(f"{counts.get(i, 0):,}" for i in range(len(label_names))))
     console.print(table)
-    console.print({k: v for k, v in splits.stats.items() if not isinstance(v, dict)})
+    if stats:  # a dataset without a train split here (tweeteval) has no prepare stats
+        console.print({k: v for k, v in stats.items() if not isinstance(v, dict)})
 
 
 if __name__ == "__main__":

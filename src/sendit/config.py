@@ -47,6 +47,14 @@ class DataConfig:
     sample: int | None = None  # stratified downsample of the pool to this many examples
     split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test fractions
     seed: int = 42  # seed of the sample and the split (independent of the training seed)
+    # Stratified sample of a dataset's own test split (e.g. 2,000 of IMDb's 25,000), with `seed`.
+    test_sample: int | None = None
+    # Target datasets (dong2014, semeval2014_*): the model reads "pair" (sentence, target) or
+    # "inline" (the sentence with the target marked: "the [TGT] battery [/TGT] lasts").
+    target_mode: str = "pair"
+    # Texts longer than max_length: "head" keeps the first tokens; "head_tail" the first quarter and
+    # the rest from the end (at 512: first 128 + last 382, Sun et al. 2019), for long reviews (imdb).
+    truncation: str = "head"
     clean: CleanConfig = field(default_factory=CleanConfig)
 
 

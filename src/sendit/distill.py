@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from sendit.batching import encode
 from sendit.config import DistillConfig
+from sendit.data.inputs import encode_inputs
 from sendit.evaluate import predict_logits
 from sendit.io import atomic_write
 from sendit.models import cache_dir
@@ -55,7 +55,8 @@ def teacher_logits(cfg: DistillConfig, texts: list[str], batch_size: int = 128) 
     path = cache_dir() / "teacher_logits" / f"{cache_key(teacher_dir, texts, tokenizer, teacher_cfg.model.max_length)}.safetensors"
     if path.is_file():
         return load_file(str(path))["logits"], True
-    encoded = encode(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), teacher_cfg.model.max_length)
+    encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), teacher_cfg.data,
+                            teacher_cfg.model.max_length)
     logits, _ = predict_logits(model, encoded, batch_size, use_bf16(teacher_cfg), **vars(batching_for(tokenizer, model)))
     tensor = torch.from_numpy(logits)
     atomic_write(path, lambda tmp: save_file({"logits": tensor}, str(tmp)))
@@ -78,7 +79,7 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     from sendit.run import batching_for, load
 
     model, tokenizer, cfg = load(run_dir)
-    encoded = encode(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), cfg.model.max_length)
+    encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), cfg.data, cfg.model.max_length)
     predict_logits(model, encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, True,
                    **vars(batching_for(tokenizer, model)))  # warm-up
     _, seconds = predict_logits(model, encoded, batch_size, True, **vars(batching_for(tokenizer, model)))
@@ -128,7 +129,8 @@ def _evaluate_teacher(teacher: Path, splits) -> dict:
     from sendit.run import batching_for, load, use_bf16
 
     model, tokenizer, cfg = load(teacher)
-    encoded = encode(tokenizer, splits.test["text"].tolist(), splits.test["label"].to_numpy(), cfg.model.max_length)
+    encoded = encode_inputs(tokenizer, splits.test["text"].tolist(), splits.test["label"].to_numpy(), cfg.data,
+                            cfg.model.max_length)
     logits, _ = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
                                **vars(batching_for(tokenizer, model)))
     return classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)

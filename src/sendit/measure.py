@@ -5,6 +5,8 @@ The RSS high-water mark (VmHWM) only rises during a process's life; writing 5 to
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import time
 from pathlib import Path
@@ -27,8 +29,22 @@ def rss_mb() -> float:
     return kb / 1024 if kb is not None else float("nan")
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by earlier runs back to the OS, so it is not counted in the next run's peak.
+
+    glibc keeps freed heap pages mapped; without `malloc_trim` a later run's resident set (and so
+    its reset high-water mark) starts above the baseline by whatever earlier runs left behind.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def reset_peak_memory() -> bool:
-    """Reset the peak-RSS (and CUDA peak) counters; False where the OS cannot."""
+    """Reset the peak-RSS (and CUDA peak) counters after releasing freed memory; False where the OS cannot."""
+    release_freed_memory()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:

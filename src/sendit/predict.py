@@ -1,38 +1,81 @@
 """Label new texts with a saved run, cleaned exactly as its training data was."""
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from sendit.batching import encode
 from sendit.evaluate import predict_logits, softmax
 from sendit.run import batching_for, use_bf16
+
+
+def predict_probabilities(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, bf16: bool | None = None,
+                          on_batch=None) -> np.ndarray:
+    """Class probabilities, one row per text: cleaned, tokenised and batched by length as in evaluation."""
+    from sendit.data import SOURCES
+    from sendit.data.clean import clean_series
+    from sendit.data.inputs import encode_inputs
+
+    given = pd.Series(texts, dtype="string").fillna("")
+    # Denoise only what training denoised: not IMDb/SST-2 reviews, nor texts with a marked target.
+    cleaned = clean_series(given, cfg.data.clean) if SOURCES[cfg.data.dataset].clean else given.str.strip()
+    encoded = encode_inputs(tokenizer, cleaned.tolist(), np.zeros(len(texts), dtype=np.int64), cfg.data,
+                            cfg.model.max_length)
+    bf16 = use_bf16(cfg) if bf16 is None else bf16
+    logits, _ = predict_logits(model, encoded, batch_size, bf16, **vars(batching_for(tokenizer, model)),
+                               on_batch=on_batch)
+    return softmax(logits)
 
 
 def predict_texts(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, bf16: bool | None = None,
                   on_batch=None) -> pd.DataFrame:
     """One row per text: label and the probability of every class."""
-    from sendit.data.clean import clean_series
-
-    cleaned = clean_series(pd.Series(texts, dtype="string").fillna(""), cfg.data.clean).tolist()
-    encoded = encode(tokenizer, cleaned, np.zeros(len(texts), dtype=np.int64), cfg.model.max_length)
-    bf16 = use_bf16(cfg) if bf16 is None else bf16
-    logits, _ = predict_logits(model, encoded, batch_size, bf16, **vars(batching_for(tokenizer, model)),
-                               on_batch=on_batch)
+    probs = predict_probabilities(model, tokenizer, cfg, texts, batch_size, bf16, on_batch)
     names = cfg.data.label_names
-    probs = softmax(logits)
-    frame = pd.DataFrame({"text": texts, "label": [names[i] for i in logits.argmax(-1)]})
+    frame = pd.DataFrame({"text": texts, "label": [names[i] for i in probs.argmax(-1)]})
     for i, name in enumerate(names):
         frame[f"p_{name}"] = probs[:, i]
     return frame
 
 
+@contextmanager
+def progress(total: int, shown: bool):
+    """A progress bar on stderr, so piped CSV/JSONL stays clean; drawn only on a terminal, then erased.
+    Yields `advance(n)`, the `on_batch` of `predict_texts`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    stderr = Console(stderr=True)
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr,
+                  transient=True, disable=not (shown and stderr.is_terminal)) as bar:
+        task = bar.add_task("labelling", total=total)
+        yield lambda done: bar.advance(task, done)
+
+
+def skip_bitsandbytes(run_dirs) -> None:
+    """Keep peft from importing bitsandbytes (1-2 s: it compiles kernels on import) unless a run is QLoRA.
+
+    peft imports bitsandbytes whenever it is installed (the `qlora` and `dev` extras); only QLoRA
+    runs use it. Call this in a process that only predicts: once peft is imported without it,
+    QLoRA runs cannot be loaded in the same process. No-op once peft is imported.
+    """
+    from sendit.config import ConfigError, load_run
+
+    def is_qlora(run_dir) -> bool:
+        try:
+            return load_run(Path(run_dir) / "config.yaml").method.name == "qlora"
+        except (ConfigError, OSError):
+            return True  # unreadable: leave everything as is and let `load` report it
+
+    if "peft" not in sys.modules and not any(is_qlora(run_dir) for run_dir in run_dirs):
+        sys.modules.setdefault("bitsandbytes", None)  # `import bitsandbytes` now raises ImportError
+
+
 def read_texts(arguments: list[str], file, text_column: str, stdin) -> list[str]:
-    """Texts from arguments ('-' reads stdin, one per line) and/or a file (lines, CSV or JSONL)."""
-    from pathlib import Path
-
-    from sendit.data import DataError
-
+    """Texts from arguments ('-' reads stdin, one per line) and/or a file (lines, CSV/TSV or JSONL)."""
     texts = []
     for argument in arguments:
         if argument == "-":
@@ -40,15 +83,24 @@ def read_texts(arguments: list[str], file, text_column: str, stdin) -> list[str]
         else:
             texts.append(argument)
     if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        if path.suffix in (".csv", ".tsv", ".jsonl"):
-            frame = (pd.read_json(path, lines=True) if path.suffix == ".jsonl"
-                     else pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ","))
-            if text_column not in frame.columns:
-                raise DataError(f"{path}: no column '{text_column}' (columns: {', '.join(map(str, frame.columns))})")
-            texts.extend(frame[text_column].astype(str).tolist())
-        else:
-            texts.extend(line for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        texts.extend(_read_file(Path(file), text_column))
     return texts
+
+
+def _read_file(path: Path, text_column: str) -> list[str]:
+    """Texts kept verbatim: a tweet reading "NA" or "1.50" stays that string and an empty cell an empty
+    text, so output rows line up with the file's rows."""
+    from sendit.data import DataError
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if path.suffix not in (".csv", ".tsv", ".jsonl"):
+            return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        frame = (pd.read_json(path, lines=True, dtype=False, convert_dates=False) if path.suffix == ".jsonl"
+                 else pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False))
+    except ValueError as err:  # undecodable bytes, malformed JSON or CSV
+        raise DataError(f"{path}: cannot read texts ({err})") from None
+    if text_column not in frame.columns:
+        raise DataError(f"{path}: no column '{text_column}' (columns: {', '.join(map(str, frame.columns))})")
+    return frame[text_column].fillna("").astype(str).tolist()

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sendit.batching import Encoded, encode
-from sendit.config import RunConfig, load_run, save_yaml
+from sendit.batching import Encoded
+from sendit.config import DataConfig, RunConfig, load_run, save_yaml
+from sendit.data.inputs import encode_inputs
 from sendit.evaluate import classification_metrics, predict_logits, softmax
 from sendit.io import atomic_write, atomic_write_csv, atomic_write_text
 from sendit.measure import Timer, bf16_supported, file_mb, peak_memory_mb, reset_peak_memory, rss_mb
@@ -50,8 +51,8 @@ def batching_for(tokenizer, model) -> Batching:
     return Batching(pad_id=tokenizer.pad_token_id, left_pad=tokenizer.padding_side == "left")
 
 
-def encode_splits(tokenizer, splits, max_length: int) -> dict[str, Encoded]:
-    return {name: encode(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), max_length)
+def encode_splits(tokenizer, splits, data: DataConfig, max_length: int) -> dict[str, Encoded]:
+    return {name: encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), data, max_length)
             for name, frame in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
 
 
@@ -74,7 +75,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     cfg = replace(cfg, data=replace(cfg.data, label_names=list(splits.label_names)))
     model, tokenizer, method = build_model(cfg, cfg.data.label_names)
     if encoded is None:
-        encoded = encode_splits(tokenizer, splits, cfg.model.max_length)
+        encoded = encode_splits(tokenizer, splits, cfg.data, cfg.model.max_length)
     trainable, total = count_parameters(model)
     bf16 = use_bf16(cfg)
     batching = batching_for(tokenizer, model)

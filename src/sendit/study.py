@@ -206,7 +206,7 @@ class StudyData:
         from sendit.run import encode_splits
 
         splits = prepare(cfg.data)
-        encoded = encode_splits(load_tokenizer(cfg.model.name), splits, cfg.model.max_length)
+        encoded = encode_splits(load_tokenizer(cfg.model.name), splits, cfg.data, cfg.model.max_length)
         return cls(splits, encoded, {size: subset_rows(splits.train, size, cfg.data.seed) for size in cfg.sizes or []})
 
     def for_size(self, size: int | None):
@@ -281,7 +281,10 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
         stage(f"best configurations on seeds {cfg.reseed_best}", reseed, listed=runs)
     results = write_results(directory, [r.run_id for r in runs])
     if not results.empty:
+        from sendit.report import write_report
+
         write_statistics(directory, results)
+        console.print(f"report: {write_report(directory)}")
     return results
 
 

@@ -1,9 +1,12 @@
 """Dataset readers: each turns files on disk into named splits of (text, label) frames.
 
-A reader takes a `DataConfig` and returns a `SourceData`: splits named "train" (and, when the
-dataset ships them, "val" / "test"), each a DataFrame with exactly the columns `text` (str) and
-`label` (int class index 0..K-1), plus the label names in class-index order. New datasets
-register with `@register_source("name")`; `prepare` does cleaning, dedup, sampling and splitting.
+A reader takes a `DataConfig` and returns a `SourceData`: splits named "train" (missing only for
+a dataset that can just be evaluated on here) and, when the dataset ships them, "val" / "test",
+each a DataFrame with exactly the columns `text` (str) and `label` (int class index 0..K-1), plus
+the label names in class-index order. A reader may add evaluation-only splits under other names
+(semeval2017's "sarcasm"): `prepare` leaves them out. New datasets register with
+`@register_source("name")`; `prepare` does cleaning, dedup, sampling and splitting. The benchmark
+datasets' readers are in `sendit.data.datasets`.
 
 Errors are `DataError`s naming the file and the line as an editor shows it (lines are counted
 assuming one record per line, which holds for every file in the shared data folder).
@@ -45,11 +48,13 @@ class SourceData(NamedTuple):
 
 @dataclass(frozen=True)
 class Source:
-    """A registered reader; `clean` says whether tweet denoising applies to its texts."""
+    """A registered reader; `clean` says whether tweet denoising applies to its texts, `targeted`
+    whether they carry a marked target (see `sendit.data.target`)."""
 
     name: str
     read: Callable[[DataConfig], SourceData]
     clean: bool = True
+    targeted: bool = False
 
     def __call__(self, cfg: DataConfig) -> SourceData:
         return self.read(cfg)
@@ -58,34 +63,57 @@ class Source:
 SOURCES: dict[str, Source] = {}
 
 
-def register_source(*names: str, clean: bool = True):
+def register_source(*names: str, clean: bool = True, targeted: bool = False):
     """Register the decorated reader under each of `names` (e.g. "csv", "tsv")."""
 
     def decorator(read: Callable[[DataConfig], SourceData]):
         for name in names:
-            SOURCES[name] = Source(name, read, clean)
+            SOURCES[name] = Source(name, read, clean, targeted)
         return read
 
     return decorator
 
 
-def read_source(cfg: DataConfig) -> SourceData:
-    """Read `cfg.dataset` and check the reader's output contract, so every consumer can rely on it."""
+def read_source(cfg: DataConfig, need_train: bool = True) -> SourceData:
+    """Read `cfg.dataset` and check the reader's output contract, so every consumer can rely on it.
+
+    `need_train=False` accepts a dataset that can only be evaluated on here (tweeteval without its
+    train text). `data.test_sample` is drawn here, before `prepare` deduplicates against it.
+    """
     source = SOURCES.get(cfg.dataset)
     if source is None:
         raise DataError(f"data.dataset: unknown dataset {cfg.dataset!r}; known: {', '.join(sorted(SOURCES))}")
     data = source(cfg)
-    unknown = sorted(set(data.splits) - set(SPLIT_NAMES))
-    if "train" not in data.splits or unknown:
-        raise DataError(f"{data.origin}: reader {cfg.dataset!r} returned splits {sorted(data.splits)}; "
-                        f"expected train plus optionally val/test")
+    if not data.splits:
+        raise DataError(f"{data.origin}: reader {cfg.dataset!r} returned no splits")
+    if need_train and "train" not in data.splits:
+        raise DataError(f"{data.origin}: dataset {cfg.dataset!r} has no train split here (only "
+                        f"{', '.join(data.splits)}), so it can be evaluated on but not trained on; "
+                        f"see docs/datasets.md")
     names = data.label_names
     if cfg.label_names is not None:
         if len(cfg.label_names) != len(names):
             raise DataError(f"{data.origin}: data.label_names has {len(cfg.label_names)} names "
                             f"{cfg.label_names} but the data has {len(names)} classes {names}")
         names = cfg.label_names
-    return SourceData(data.splits, list(names), data.origin)
+    splits = dict(data.splits)
+    if cfg.test_sample is not None:
+        splits["test"] = sample_test(splits.get("test"), cfg, data.origin)
+    return SourceData(splits, list(names), data.origin)
+
+
+def sample_test(test: pd.DataFrame | None, cfg: DataConfig, origin: str) -> pd.DataFrame:
+    """`data.test_sample` examples of the dataset's own test split, stratified, with `data.seed`."""
+    from sendit.data.split import stratified_sample  # split.py imports this module
+
+    if test is None:
+        raise DataError(f"data.test_sample: dataset {cfg.dataset!r} has no test split of its own (its test "
+                        f"split is carved from train by data.split); use data.sample and data.split instead")
+    if cfg.clean.drop_duplicates:  # `prepare` would drop them from the sample (cleaning may still merge a few)
+        test = test.drop_duplicates("text", ignore_index=True)
+    if cfg.test_sample > len(test):
+        raise DataError(f"{origin}: data.test_sample={cfg.test_sample} but the test split has {len(test)} examples")
+    return stratified_sample(test, cfg.test_sample, cfg.seed, name=f"{origin} (test split)")
 
 
 def data_root() -> Path:

@@ -10,10 +10,8 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import combinations
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -189,8 +187,9 @@ def recommend(summary: pd.DataFrame, pairs: pd.DataFrame, baselines: set[str]) -
     pool = [m for m in trained.index if (m == top or not _pair(pairs, m, top)["significant"])
             and (m in front_time or m in front_params)]
     pick = min(pool, key=lambda m: (trained.loc[m, "runtime_sec"], trained.loc[m, "trainable_params"]))
-    details = [f"Pareto set, accuracy vs training time: {', '.join(map(pretty, front_time))}.",
-               f"Pareto set, accuracy vs trainable parameters: {', '.join(map(pretty, front_params))}."]
+    details = [_versus(trained, pairs, other, pick) for other in trained.index if other != pick]
+    details += [f"Pareto set, accuracy vs training time: {', '.join(map(pretty, front_time))}.",
+                f"Pareto set, accuracy vs trainable parameters: {', '.join(map(pretty, front_params))}."]
     for base in summary.index.intersection(list(baselines)):
         accuracy = summary.loc[base, "test_accuracy"]
         details.append(f"{pretty(base)} (baseline, nothing trained) scores {_points(accuracy)}%; {pretty(pick)} "
@@ -201,6 +200,18 @@ def recommend(summary: pd.DataFrame, pairs: pd.DataFrame, baselines: set[str]) -
                    + f"Verdicts: McNemar's test (p < {ALPHA}) between the selected runs of each pair of methods "
                    "on the shared test set, not corrected for multiple comparisons.")
     return Recommendation(pick, _headline(trained, pairs, pick, top), details, front_time, front_params)
+
+
+def _versus(trained: pd.DataFrame, pairs: pd.DataFrame, other: str, pick: str) -> str:
+    """One alternative against the pick: accuracy, its significance, and each cost as a share."""
+    row, chosen = trained.loc[other], trained.loc[pick]
+    pair = _pair(pairs, other, pick)
+    return (f"{pretty(other)}: {100 * (row.test_accuracy - chosen.test_accuracy):+.1f} points "
+            f"({'significant' if pair.significant else 'not significant'}, McNemar {format_p(pair.p_value)}) "
+            f"at {_share(row.runtime_sec, chosen.runtime_sec)} of the training time, "
+            f"{_share(row.peak_memory_mb, chosen.peak_memory_mb)} of the peak memory and "
+            f"{_share(row.trainable_params, chosen.trainable_params)} of the trainable parameters "
+            f"of {pretty(pick)}.")
 
 
 def _headline(trained: pd.DataFrame, pairs: pd.DataFrame, pick: str, top: str) -> str:

@@ -12,9 +12,11 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import Bbox
 
 from sendit.report.analysis import Report, pareto_set, pretty, size_column
 from sendit.study import select
@@ -87,12 +89,12 @@ def _tick(value: float, _=None) -> str:
 
 
 def _log_axis(ax, which: str, values) -> None:
-    """Log scale with plain tick labels (20, 50, 100k) instead of 2×10¹; 1-2-5 steps on short ranges."""
+    """Log scale with plain tick labels (20, 50, 100k) instead of 2×10¹; finer steps on short ranges."""
     positive = np.asarray([v for v in values if v > 0])
     decades = np.log10(positive.max() / positive.min()) if len(positive) else 0
     getattr(ax, f"set_{which}scale")("log")
     axis = getattr(ax, f"{which}axis")
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
+    axis.set_major_locator(LogLocator(subs=(1, 2, 3, 5) if decades < 1.5 else (1, 2, 5) if decades < 3 else (1,)))
     axis.set_major_formatter(FuncFormatter(_tick))
     axis.set_minor_formatter(NullFormatter())
 
@@ -107,38 +109,83 @@ def cost_scatter(report: Report, style: dict[str, Style]):
               ("peak_memory_mb", "peak memory (MB)", False),
               ("trainable_params", "trainable parameters (count, log scale)", True)]
     fig = Figure(figsize=(12, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer, to measure labels
     axes = fig.subplots(1, 3, sharey=True)
+    accuracy = 100 * trained["test_accuracy"]
     for ax, (cost, label, log) in zip(axes, panels):
         front = pareto_set(trained, cost)
-        ax.step(trained.loc[front, cost], 100 * trained.loc[front, "test_accuracy"], where="post",
-                color="black", linestyle="--", linewidth=1, zorder=1)
-        ax.scatter(trained.loc[front, cost], 100 * trained.loc[front, "test_accuracy"], s=260,
-                   facecolors="none", edgecolors="black", linewidths=1, zorder=2)
+        ax.step(trained.loc[front, cost], accuracy[front], where="post", color="black", linestyle="--",
+                linewidth=1, zorder=1)
+        ax.scatter(trained.loc[front, cost], accuracy[front], s=260, facecolors="none", edgecolors="black",
+                   linewidths=1, zorder=2)
         for method, row in trained.iterrows():
             s = style[method]
-            ax.errorbar(row[cost], 100 * row["test_accuracy"], xerr=_spread(row, cost),
-                        yerr=_spread(row, "test_accuracy", 100), fmt=s.marker, color=s.color, markersize=9,
-                        markeredgecolor="black", ecolor="black", elinewidth=0.8, capsize=3, zorder=3)
-            rightmost = row[cost] == trained[cost].max() and len(trained) > 1  # label inwards, not off the axes
-            ax.annotate(pretty(method), (row[cost], 100 * row["test_accuracy"]), xytext=(-9 if rightmost else 9, -13),
-                        textcoords="offset points", ha="right" if rightmost else "left", fontsize=8)
-        for base in report.baselines:
-            ax.axhline(100 * summary.loc[base, "test_accuracy"], color="grey", linestyle=":", linewidth=1.2)
+            ax.errorbar(row[cost], accuracy[method], xerr=_spread(row, cost), yerr=_spread(row, "test_accuracy", 100),
+                        fmt=s.marker, color=s.color, markersize=9, markeredgecolor="black", ecolor="black",
+                        elinewidth=0.8, capsize=3, zorder=3)
         if log:
             _log_axis(ax, "x", trained[cost])
         ax.margins(x=0.15, y=0.15)
         ax.set_xlabel(label)
         ax.set_title("Pareto set: " + " → ".join(map(pretty, front)), fontsize=8.5)
     axes[0].set_ylabel("test accuracy (%)")
+    low, high = axes[0].get_ylim()  # the trained methods set the scale: a far-off baseline would flatten them
     handles = [Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none", markersize=12,
                       label="Pareto frontier (higher accuracy, lower cost)")]
-    handles += [Line2D([], [], color="grey", linestyle=":", label=f"{pretty(b)} baseline "
-                       f"({100 * summary.loc[b, 'test_accuracy']:.1f}%)") for b in report.baselines]
+    for base in report.baselines:
+        value = 100 * summary.loc[base, "test_accuracy"]
+        shown = low <= value <= high
+        for ax in axes if shown else []:
+            ax.axhline(value, color="grey", linestyle=":", linewidth=1.2)
+        handles.append(Line2D([], [], color="grey", linestyle=":", label=f"{pretty(base)} baseline: {value:.1f}%"
+                              + ("" if shown else ", below the axis")))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.draw_without_rendering()  # lay out first: labels are placed where they will be drawn
+    for ax, (cost, _, _) in zip(axes, panels):
+        front = pareto_set(trained, cost)
+        _label_points(ax, [(row[cost], accuracy[m], pretty(m)) for m, row in trained.iterrows()],
+                      _step(ax, trained.loc[front, cost], accuracy[front]))
     caption = ("Test accuracy against training time, peak memory and trainable parameters of each method's "
-               f"selected configuration ({_seeds_note(trained)}). Circled methods are on the Pareto frontier: no other "
-               "method is both more accurate and cheaper.")
+               f"selected configuration ({_seeds_note(trained)}). Circled methods are on the Pareto frontier: no "
+               "other method is both more accurate and cheaper.")
     return fig, caption
+
+
+# Where a point's label may go, in points from it: below right, above right, below left, above left.
+LABEL_OFFSETS = [(9, -14, "left"), (9, 5, "left"), (-9, -14, "right"), (-9, 5, "right")]
+
+
+def _step(ax, xs, ys) -> np.ndarray:
+    """Display coordinates along the drawn frontier (a post step), a few pixels apart."""
+    xs, ys = list(xs), list(ys)
+    corners = [v for i in range(len(xs) - 1) for v in ((xs[i], ys[i]), (xs[i + 1], ys[i]))] + [(xs[-1], ys[-1])]
+    pixels = ax.transData.transform(corners)
+    return np.vstack([pixels, *(np.linspace(a, b, 40) for a, b in zip(pixels[:-1], pixels[1:]))])
+
+
+def _label_points(ax, points: list[tuple[float, float, str]], line: np.ndarray) -> None:
+    """Label each point on the first side where its label hits no marker, no line, no earlier label
+    and stays inside the axes (else the side with the fewest clashes): close methods stay legible."""
+    renderer = ax.figure.canvas.get_renderer()
+    pad = renderer.points_to_pixels(8)
+    centres = [ax.transData.transform((x, y)) for x, y, _ in points]
+    taken = [Bbox.from_extents(cx - pad, cy - pad, cx + pad, cy + pad) for cx, cy in centres]
+    taken += [Bbox.from_extents(x - 1, y - 1, x + 1, y + 1) for x, y in line]
+    area = ax.get_window_extent(renderer)
+
+    def clashes(box: Bbox) -> int:
+        inside = area.x0 <= box.x0 and box.x1 <= area.x1 and area.y0 <= box.y0 and box.y1 <= area.y1
+        return sum(box.overlaps(other) for other in taken) + (0 if inside else len(taken) + 1)
+
+    for x, y, text in points:
+        options = []
+        for dx, dy, ha in LABEL_OFFSETS:
+            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, fontsize=8)
+            options.append((clashes(label.get_window_extent(renderer)), len(options), label))
+            label.remove()
+        _, _, best = min(options, key=lambda option: option[:2])
+        ax.add_artist(best)
+        taken.append(best.get_window_extent(renderer))
 
 
 def _spread(row: pd.Series, metric: str, scale: float = 1) -> float | None:
@@ -179,7 +226,8 @@ def _bars(report: Report, style: dict[str, Style], panels: list[tuple], what: st
             s = style[method]
             ax.bar(i, value, color=s.color, hatch=s.hatch, edgecolor="black", hatchcolor="black",
                    linewidth=0.6, yerr=spread, capsize=3, error_kw={"elinewidth": 0.8})
-            ax.annotate(f"{_fmt(value)}\nn={summary.loc[method, 'n']:.0f}", (i, value + (spread or 0)),
+            shown = "≈0" if not log and value < 1e-3 * summary[metric].max() * scale else _fmt(value)
+            ax.annotate(f"{shown}\nn={summary.loc[method, 'n']:.0f}", (i, value + (spread or 0)),
                         xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7.5)
         ax.set_xticks(range(len(methods)), [pretty(m) for m in methods], rotation=30, ha="right")
         ax.set_xlim(-0.6, len(methods) - 0.4)
@@ -253,7 +301,7 @@ def confusion_matrices(report: Report, style: dict[str, Style]):
         image = ax.imshow(100 * share, cmap=HEAT, vmin=0, vmax=100)
         for (i, j), value in np.ndenumerate(share):
             ax.text(j, i, f"{value:.0%}\n{counts[i, j]:,}", ha="center", va="center", fontsize=8,
-                    color="white" if value < 0.55 else "black")
+                    color="white" if value < 0.5 else "black")
         ax.set_xticks(range(k), names, rotation=30 if k > 2 else 0)
         ax.set_yticks(range(k), names)
         ax.set_xlabel("predicted class")

@@ -14,15 +14,14 @@ import pandas as pd
 
 from sendit.report.analysis import ALPHA, Report, config_keys, pretty, size_column
 from sendit.report.figures import Drawn
-from sendit.table import COLUMNS
 
 # (column, header, scale, format): the results in two tables, quality then cost, so neither needs scrolling.
-QUALITY = [("test_accuracy", "test accuracy %", 100, "{:.1f}"), ("test_f1_macro", "macro-F1 %", 100, "{:.1f}"),
+QUALITY = [("test_accuracy", "accuracy %", 100, "{:.1f}"), ("test_f1_macro", "macro-F1 %", 100, "{:.1f}"),
            ("test_f1_weighted", "weighted F1 %", 100, "{:.1f}"), ("test_recall_macro", "macro recall %", 100, "{:.1f}"),
-           ("best_val_f1", "val macro-F1 %", 100, "{:.1f}")]
+           ("best_val_f1", "val F1 %", 100, "{:.1f}")]
 COST = [("runtime_sec", "training s", 1, "{:,.0f}"), ("peak_memory_mb", "peak memory MB", 1, "{:,.0f}"),
         ("trainable_params", "trainable params", 1, "{:,.0f}"), ("f1_per_m_params", "F1 per M params", 1, "{:.3g}"),
-        ("inference_examples_per_s", "inference ex/s", 1, "{:,.0f}"), ("adapter_mb", "adapter MB", 1, "{:.2g}")]
+        ("inference_examples_per_s", "inference ex/s", 1, "{:,.0f}"), ("adapter_mb", "adapter MB", 1, "{:,.3f}")]
 KEYS = {"lr": ("lr", "{:g}"), "batch_size": ("batch", "{:g}"), "epochs": ("epochs", "{:g}"),
         "train_size": ("train size", "{:,.0f}")}  # configuration columns: (header, format)
 
@@ -98,12 +97,15 @@ def pairwise_table(report: Report) -> Table:
 
 
 def runs_table(report: Report) -> Table:
+    """Every run of the study, grid and seeds included, with the same metrics as the summary."""
     results = report.study.results
-    columns = [(c, h, f) for c, h, f in COLUMNS if c in results]
-    rows = [[row["run_id"], pretty(row["method"]), _cell(row.get("seed"), "{:g}"),
-             *(_cell(row[c], f) for c, _, f in columns)] for _, row in results.iterrows()]
-    return Table(["run", "method", "seed", *(h for _, h, _ in columns)], rows,
-                 [False, False] + [True] * (len(columns) + 1))
+    keys = [k for k in KEYS if k in results]
+    specs = [spec for spec in QUALITY + COST if spec[0] in results]
+    rows = [[row["run_id"], pretty(row["method"]), _cell(row["seed"], "{:g}"),
+             *(_cell(row[k], KEYS[k][1]) for k in keys),
+             *(_cell(row[metric], fmt, scale) for metric, _, scale, fmt in specs)] for _, row in results.iterrows()]
+    headers = ["run", "method", "seed", *(KEYS[k][0] for k in keys), *(header for _, header, _, _ in specs)]
+    return Table(headers, rows, [False, False] + [True] * (len(headers) - 2))
 
 
 def group_table(accuracy: pd.DataFrame, gap: tuple[str, str] | None = None) -> Table:
@@ -170,8 +172,8 @@ def _figure(drawn: Drawn) -> str:
 
 
 def _error_analysis(report: Report) -> str:
-    parts = ["<p>On the test set, the selected run of each method. Negation words: not, no, never, nothing, cannot, "
-             "and contractions with or without their apostrophe (don't, dont, cant, isnt...).</p>",
+    parts = ["<p class=note>On the test set, the selected run of each method. Negation words: not, no, never, "
+             "nothing, cannot, and contractions with or without their apostrophe (don't, dont, cant, isnt...).</p>",
              to_html(group_table(report.negation, ("with negation", "without negation")))]
     if report.subsets is not None:
         parts += ["<h3>Subsets of the test set</h3>", to_html(group_table(report.subsets))]
@@ -184,7 +186,7 @@ def _error_analysis(report: Report) -> str:
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1a1a1a;
-       max-width: 1180px; margin: 0 auto; padding: 24px 28px 64px; }
+       max-width: 1240px; margin: 0 auto; padding: 24px 28px 64px; }
 h1 { margin: 0 0 4px; font-size: 26px; } h2 { margin-top: 40px; border-bottom: 1px solid #ddd; }
 h3 { margin: 24px 0 8px; } h4 { margin: 16px 0 6px; }
 .meta, figcaption, .note { color: #555; font-size: 13.5px; }
@@ -194,10 +196,11 @@ h3 { margin: 24px 0 8px; } h4 { margin: 16px 0 6px; }
 nav a { margin-right: 14px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #e3e3e3; text-align: left; vertical-align: top; }
+th, td { padding: 4px 9px; border-bottom: 1px solid #e3e3e3; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.pick td { background: #fff6dd; font-weight: 600; }
+td:first-child { white-space: nowrap; }
 table.texts td:last-child { max-width: 640px; }
 figure { margin: 28px 0; } figure img { max-width: 100%; height: auto; display: block; }
 .files { font-family: ui-monospace, monospace; font-size: 12px; }
@@ -217,9 +220,9 @@ window.addEventListener("load", function () {
 def render_html(report: Report, figures: list[Drawn]) -> str:
     rec, name = report.recommendation, escape(report.study.name)
     sections = [
-        ("results", "Results", "<p class=note>Each method's configuration selected on validation macro-F1 (largest "
-         "training set): mean ± std over its seeds, 95% bootstrap interval over test examples; the recommended "
-         "method is highlighted.</p><h3>Quality</h3>"
+        ("results", "Results", "<p class=note>Test-set metrics of each method's configuration selected on validation "
+         "macro-F1 (val F1; on the largest training set): mean ± std over its seeds, 95% bootstrap interval over "
+         "test examples; the recommended method is highlighted.</p><h3>Quality</h3>"
          + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report))),
         ("significance", "Significance", f"<p class=note>McNemar's test between the selected runs of each pair "
          f"of methods on the shared test set; significant at p &lt; {ALPHA}.</p>" + to_html(pairwise_table(report))),

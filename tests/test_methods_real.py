@@ -1,0 +1,24 @@
+"""Every method on the real minilm (slow): trains, saves, and reloads to the same predictions."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from sendit.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
+from sendit.methods import METHODS
+from sendit.run import execute, load
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_on_minilm_trains_and_reloads(method, splits, tmp_path):
+    cfg = RunConfig(model=ModelConfig(name="minilm", max_length=32), method=MethodConfig(name=method),
+                    train=TrainConfig(max_steps=2, batch_size=16, bf16=False))
+    row = execute(cfg, tmp_path / "run", splits)
+    assert np.isfinite(row["test_accuracy"])
+    model, tokenizer, saved = load(tmp_path / "run")
+    from sendit.predict import predict_texts
+
+    again = predict_texts(model, tokenizer, saved, splits.test["text"].tolist(), bf16=False)
+    stored = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    np.testing.assert_allclose(again["p_positive"].to_numpy(), stored["prob_positive"].to_numpy(), atol=1e-5)
