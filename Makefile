@@ -33,6 +33,7 @@ test-slow: setup
 
 # sendit vs the peer, alternating A/B; results to benchmarks/results/train_vs_peer.md (~30 min on 2 cores).
 bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_vs_peer.py
 
 # sendit serve under 1, 8 and 32 concurrent clients, 60 s each, batched vs naive (~7 min); results to

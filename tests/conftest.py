@@ -42,3 +42,18 @@ def splits(tweets_csv):
     from sendit.data import prepare
 
     return prepare(DataConfig(dataset="csv", path=str(tweets_csv), label_names=["negative", "positive"]))
+
+
+def make_tar(path, members):
+    """A USTAR tar.gz like the data shards: members added in the given (deliberately scrambled) order."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in members.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path

@@ -4,6 +4,8 @@ import json
 import re
 import tarfile
 
+from conftest import make_tar
+
 import pytest
 
 from sendit.config import CleanConfig, DataConfig
@@ -30,15 +32,6 @@ def read_train(**config):
     return data.splits["train"], data.label_names
 
 
-def make_tar(path, members):
-    """A USTAR tar.gz like the shards: members added in the given (deliberately scrambled) order."""
-    with tarfile.open(path, "w:gz") as archive:
-        for name, text in members.items():
-            data = text.encode("utf-8")
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
 
 
 # ----------------------------------------------------------------------------- sentiment140

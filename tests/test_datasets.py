@@ -4,6 +4,8 @@ import io
 import re
 import tarfile
 
+from conftest import make_tar
+
 import pytest
 from typer.testing import CliRunner
 
@@ -23,15 +25,6 @@ def write(path, content):
     return path
 
 
-def make_tar(path, members):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as archive:
-        for name, text in members.items():
-            data = text.encode("utf-8")
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
 
 
 def read(dataset, path, **config):

@@ -260,8 +260,10 @@ def accuracy_by(study: Study, groups) -> pd.DataFrame:
 
 
 def negation_accuracy(study: Study) -> pd.DataFrame:
-    return accuracy_by(study, lambda f: has_negation(f["text"]).map({True: "with negation",
-                                                                     False: "without negation"}))
+    """Both groups always present (NaN, n=0 where no test text falls in one)."""
+    groups = ("with negation", "without negation")
+    accuracy = accuracy_by(study, lambda f: has_negation(f["text"]).map(dict(zip((True, False), groups))))
+    return accuracy.reindex(columns=pd.MultiIndex.from_product([("accuracy", "n"), groups]))
 
 
 def subset_accuracy(study: Study) -> pd.DataFrame | None:
