@@ -1,8 +1,6 @@
 """Dataset readers on tiny files written here: every format, and errors that name the file and line/field."""
-import io
 import json
 import re
-import tarfile
 
 from conftest import make_tar
 

@@ -1,8 +1,6 @@
 """Benchmark readers on tiny files written here (IMDb, SST-2, SemEval-2017, TweetEval, `$T$` target sets),
 their errors, target and head+tail inputs, NAME:SPLIT, and a 3-class dataset through `prepare`."""
-import io
 import re
-import tarfile
 
 from conftest import make_tar
 
