@@ -2,10 +2,10 @@
 import json
 import re
 
-from conftest import make_tar
 
 import pytest
 
+from conftest import make_tar
 from sendit.config import CleanConfig, DataConfig
 from sendit.data import SOURCES, DataError, data_root, prepare, read_source
 

@@ -2,11 +2,11 @@
 their errors, target and head+tail inputs, NAME:SPLIT, and a 3-class dataset through `prepare`."""
 import re
 
-from conftest import make_tar
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import make_tar
 from sendit.config import DataConfig
 from sendit.data import SOURCES, DataError, dataset_splits, prepare, read_source, split_of
 from sendit.data import download as download_module
