@@ -15,7 +15,5 @@ class Dora(Lora):
     name = "dora"
     summary = "weight-decomposed LoRA: low-rank direction + trained magnitude (PEFT) + classification head"
 
-    def apply(self, model):
-        from peft import get_peft_model
-
-        return get_peft_model(model, lora_config(model, self.options, use_dora=True))
+    def peft_config(self, model):
+        return lora_config(model, self.options, use_dora=True)

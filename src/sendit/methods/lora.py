@@ -49,4 +49,8 @@ class Lora(Method):
     def apply(self, model):
         from peft import get_peft_model
 
-        return get_peft_model(model, lora_config(model, self.options))
+        return get_peft_model(model, self.peft_config(model))
+
+    def peft_config(self, model):
+        """The PEFT config; variants of LoRA (DoRA, QLoRA) change this, not `apply`."""
+        return lora_config(model, self.options)

@@ -37,7 +37,7 @@ from torch import nn
 
 from sendit.config import ConfigError
 from sendit.methods.base import register_method
-from sendit.methods.lora import Lora, LoraOptions, lora_config
+from sendit.methods.lora import Lora, LoraOptions
 from sendit.models import head_module_names
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
@@ -126,8 +126,8 @@ class QLora(Lora):
     Options = QLoraOptions
 
     def apply(self, model):
-        from peft import get_peft_model, prepare_model_for_kbit_training
+        from peft import prepare_model_for_kbit_training
 
         quantize_4bit(model, bnb_config(self.options, head_module_names(model)))
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.options.gradient_checkpointing)
-        return get_peft_model(model, lora_config(model, self.options))
+        return super().apply(model)
