@@ -2,7 +2,7 @@
 their errors, target and head+tail inputs, NAME:SPLIT, and a 3-class dataset through `prepare`."""
 import re
 
-
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -21,8 +21,6 @@ def write(path, content):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     return path
-
-
 
 
 def read(dataset, path, **config):
@@ -376,6 +374,36 @@ def test_dataset_splits_and_split_names(tmp_path):
     assert test["text"].tolist() == ["im sad test", "so so test", "yay test"]
     with pytest.raises(DataError, match="tweeteval:train: no such split; tweeteval has val, test"):
         split_of(tweeteval, "train")
+
+
+def test_semeval_sarcasm_is_scored_apart_from_test_and_reported(tmp_path):
+    """Every run scores the sarcasm tweets as an extra set (never one it trained on); the report sets
+    their accuracy beside test's."""
+    import yaml
+
+    from sendit.cli import app
+    from sendit.report import analyse, load_study
+
+    seen = "4\tpositive\tgood train_2013_2016/twitter-2013train-A.tsv\n"  # a training tweet, cleaned alike
+    folder = semeval_folder(tmp_path / "semeval", **{"twitter-2014sarcasm-A.tsv": (
+        "1\tpositive\tgreat, another monday\n2\tnegative\tsure, love it\n3\tneutral\tyeah right\n" + seen)})
+    splits = prepare(DataConfig(dataset="semeval2017", path=str(folder)))
+    assert splits.extra["sarcasm"]["text"].tolist() == ["great another monday", "sure love it", "yeah right"]
+    assert splits.stats["extra_sizes"] == {"sarcasm": 3}
+    config = {"name": "sarcasm", "output_dir": str(tmp_path / "runs"), "data": {"dataset": "semeval2017",
+              "path": str(folder)}, "model": {"name": "tiny-bert", "max_length": 16},
+              "methods": [{"name": "zero_shot"}, {"name": "head"}], "seeds": [1]}
+    (tmp_path / "sarcasm.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["study", str(tmp_path / "sarcasm.yaml")])
+    assert result.exit_code == 0, result.output
+    study = load_study(tmp_path / "runs" / "sarcasm")
+    extra = pd.read_csv(study.run_dir("head") / "extra_predictions.csv")
+    assert extra["subset"].tolist() == ["sarcasm"] * 3 and extra["label"].tolist() == [2, 0, 1]
+    subsets = analyse(study).subsets
+    assert subsets["n"].columns.tolist() == ["test", "sarcasm"] and (subsets[("n", "sarcasm")] == 3).all()
+    head = study.best.loc["head"]
+    assert subsets.loc["head", ("accuracy", "sarcasm")] == head["sarcasm_accuracy"] == (extra["pred"] == extra["label"]).mean()
+    assert "other evaluation sets" in (tmp_path / "runs" / "sarcasm" / "report.html").read_text()
 
 
 def test_predefined_test_split_is_kept_and_val_carved(tmp_path):

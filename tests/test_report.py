@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from sendit.cli import app
 from sendit.report import ReportError, analyse, load_study, track, write_report
 from sendit.report.analysis import has_negation
+from sendit.run import EXTRA_PREDICTIONS_FILE
 from sendit.study import write_results
 
 LABELS = ["negative", "positive"]
@@ -71,9 +72,9 @@ def write_run(run_dir, method, lr, batch, seed, spec, labels, texts, correct, rn
     frame = pd.DataFrame({"text": texts, "label": labels, "pred": preds,
                           "label_name": [LABELS[i] for i in labels], "pred_name": [LABELS[i] for i in preds],
                           "prob_negative": 1 - prob_positive, "prob_positive": prob_positive})
-    if subset:
-        frame["subset"] = np.where(np.arange(len(labels)) % 4 == 0, "sarcasm", "general")
     frame.to_csv(run_dir / "predictions.csv", index=False)
+    if subset:  # as SemEval's sarcasm tweets: an extra evaluation set, scored apart from test
+        frame.iloc[::4].assign(subset="sarcasm").to_csv(run_dir / EXTRA_PREDICTIONS_FILE, index=False)
     accuracy = float(correct.mean())
     trained = method != "zero_shot"
     epochs = [1, 2, 3] if trained else []
@@ -177,7 +178,8 @@ def test_error_analysis(full_report):
     mistakes = full_report.mistakes["full"]
     assert len(mistakes) == 5 and mistakes["confidence"].is_monotonic_decreasing
     assert (mistakes["label_name"] != mistakes["pred_name"]).all()
-    assert set(full_report.subsets.columns.get_level_values(1)) == {"general", "sarcasm"}
+    assert full_report.subsets["n"].columns.tolist() == ["test", "sarcasm"]
+    assert full_report.subsets.loc["full", ("n", "sarcasm")] * 4 == full_report.subsets.loc["full", ("n", "test")]
     assert full_report.negation.loc["full", ("n", "with negation")] == 200  # 5 of the 10 texts negate
     cues = pd.Series(["i dont know", "i cant", "it isn t", "not now", "nothing", "i want it", "went home",
                       "can't stop", "cannot", "no way", "nobody"])

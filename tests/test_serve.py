@@ -152,6 +152,33 @@ def test_concurrent_requests_share_forward_passes(small):
         np.testing.assert_allclose(probabilities(responses[i]), alone[i], rtol=0, atol=1e-5)
 
 
+def test_a_lone_request_is_not_held_for_the_batching_window():
+    """A 30 s window: the lone first request is answered at once; the two that queue behind its
+    forward pass share the next one."""
+    import threading
+
+    from sendit.serve import Batcher
+
+    passes, started, release = [], threading.Event(), threading.Event()
+
+    def run(model, texts):
+        passes.append(texts)
+        started.set()
+        release.wait(10)
+        return texts
+
+    batcher = Batcher(run, wait_s=30, max_batch=2)
+    try:
+        first = batcher.submit("m", ["a"])
+        assert started.wait(10), "the lone request waited for the batching window"
+        queued = [batcher.submit("m", [text]) for text in ("b", "c")]
+        release.set()
+        assert first.result(timeout=10) == ["a"] and [f.result(timeout=10) for f in queued] == [["b"], ["c"]]
+        assert passes == [["a"], ["b", "c"]]
+    finally:
+        batcher.close()
+
+
 def test_naive_server_runs_one_request_per_forward_pass(runs):
     with TestClient(create_app([runs["lora_a"]], Settings(naive=True))) as client:
         async def together():

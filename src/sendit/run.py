@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ADAPTER_FILE = "adapter.safetensors"
 METRICS_FILE = "metrics.json"
+EXTRA_PREDICTIONS_FILE = "extra_predictions.csv"  # the source's extra evaluation sets, column `subset`
 
 
 class RunError(ValueError):
@@ -107,6 +108,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     atomic_write_csv(run_dir / "epoch_log.csv", pd.DataFrame(fit.epoch_log, columns=EPOCH_LOG_COLUMNS))
     atomic_write_csv(run_dir / "predictions.csv", prediction_frame(splits.test["text"], labels, logits,
                                                                     cfg.data.label_names))
+    extra = _score_extra_sets(model, tokenizer, splits, cfg, bf16, batching, run_dir)
     f1_per_m = test["f1_macro"] / (trainable / 1e6) if trainable and method.trains else None
     row = {
         "method": cfg.method.label or cfg.method.name, "base_method": cfg.method.name,
@@ -122,7 +124,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         "f1_per_m_params": f1_per_m, "inference_time_sec": infer_seconds,
         "inference_examples_per_s": len(labels) / infer_seconds, "adapter_mb": file_mb(run_dir / ADAPTER_FILE),
         "stopped_early": fit.stopped_early, "bf16": bf16, "test_examples": len(labels),
-        **per_class_columns(test, cfg.data.label_names),
+        **per_class_columns(test, cfg.data.label_names), **extra,
     }
     metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats}
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=1, default=_json_default))
@@ -153,6 +155,22 @@ def _json_default(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _score_extra_sets(model, tokenizer, splits, cfg: RunConfig, bf16: bool, batching, run_dir: Path) -> dict:
+    """Predict the source's extra evaluation sets (SemEval's sarcasm tweets) into one file, for the
+    report's error analysis; return their accuracy and size as results columns."""
+    frames, columns = [], {}
+    for name, frame in splits.extra.items():
+        encoded = encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), cfg.data,
+                                cfg.model.max_length)
+        logits, _ = predict_logits(model, encoded, cfg.train.eval_batch_size, bf16, **vars(batching))
+        frames.append(prediction_frame(frame["text"], encoded.labels, logits, cfg.data.label_names).assign(subset=name))
+        columns |= {f"{name}_accuracy": float((logits.argmax(-1) == encoded.labels).mean()),
+                    f"{name}_examples": len(frame)}
+    if frames:
+        atomic_write_csv(run_dir / EXTRA_PREDICTIONS_FILE, pd.concat(frames, ignore_index=True))
+    return columns
 
 
 def prediction_frame(texts, labels: np.ndarray, logits: np.ndarray, label_names: list[str]) -> pd.DataFrame:

@@ -7,10 +7,10 @@ head and hooks exactly as `run.load` rebuilt them) and its frozen base tensors a
 equal tensors already in memory; the duplicates are freed. Runs are shared only when every frozen
 base tensor is equal, which also keeps apart tiny test models built from different seeds.
 
-Throughput: one inference thread serves every model. Requests for the same model that arrive
-within `batch_wait_ms` of the first (up to `max_batch` texts) run as one forward pass, and while a
-pass runs the next batch fills up, so texts/s grows with concurrent load while the event loop
-only parses and validates.
+Throughput: one inference thread serves every model. Under concurrent load, requests for the same
+model that arrive within `batch_wait_ms` of the first (up to `max_batch` texts) run as one forward
+pass, and while a pass runs the next batch fills up, so texts/s grows with load while the event
+loop only parses and validates; a lone request is not held for the window.
 """
 # No `from __future__ import annotations`: FastAPI must resolve the request models defined in create_app.
 import asyncio
@@ -113,6 +113,7 @@ class Batcher:
     def __init__(self, run: Callable[[str, list[str]], list], wait_s: float, max_batch: int, naive: bool = False):
         self.run, self.wait_s, self.max_batch, self.naive = run, wait_s, max_batch, naive
         self.pending: list[_Request] = []
+        self.busy = False  # the last pass served several requests: more are likely on their way
         self.ready = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._serve, name="sendit-inference", daemon=True)
@@ -156,7 +157,10 @@ class Batcher:
                     request.future.set_exception(RuntimeError("the server is shutting down"))
                 return []
             model = self.pending[0].model
-            deadline = time.monotonic() + (0 if self.naive else self.wait_s)
+            # A lone client gains nothing from waiting (it sends its next request only after this one's
+            # answer), so the window opens only under concurrent load.
+            wait = self.wait_s if not self.naive and (self.busy or len(self.pending) > 1) else 0
+            deadline = time.monotonic() + wait
             while self._texts_for(model) < self.max_batch and (left := deadline - time.monotonic()) > 0:
                 self.ready.wait(left)
             batch, texts = [], 0
@@ -166,6 +170,7 @@ class Batcher:
                     batch.append(request)
                     texts += len(request.texts)
             self.pending = [request for request in self.pending if request not in batch]
+            self.busy = len(batch) > 1
             return batch
 
     def _texts_for(self, model: str) -> int:

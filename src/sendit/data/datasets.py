@@ -278,19 +278,16 @@ class DatasetSplits(NamedTuple):
 def dataset_splits(cfg: DataConfig) -> DatasetSplits:
     """Every split of `cfg.dataset`, as `sendit data info` lists them and `NAME:SPLIT` names them.
 
-    train/val/test are those `prepare` makes, so a run's own test split comes back exactly; a
-    reader's other splits (semeval2017:sarcasm), and every split of a dataset without train text
-    here (tweeteval), are cleaned like training texts but not deduplicated or resampled.
+    With train text, every split is `prepare`'s, so a run's own test split (and its extra sets, e.g.
+    semeval2017:sarcasm) comes back exactly; the splits of a dataset without train text here
+    (tweeteval) are cleaned like training texts but not deduplicated or resampled.
     """
     data = read_source(cfg, need_train=False)
-    frames, stats = {}, None
     if "train" in data.splits:
         prepared = prepare(cfg)
-        frames, stats = {"train": prepared.train, "val": prepared.val, "test": prepared.test}, prepared.stats
-    for name, frame in data.splits.items():
-        if name not in frames:
-            frames[name] = cleaned(frame, cfg)
-    return DatasetSplits(frames, data.label_names, stats)
+        frames = {"train": prepared.train, "val": prepared.val, "test": prepared.test, **prepared.extra}
+        return DatasetSplits(frames, data.label_names, prepared.stats)
+    return DatasetSplits({name: cleaned(frame, cfg) for name, frame in data.splits.items()}, data.label_names, None)
 
 
 def split_of(cfg: DataConfig, split: str) -> tuple[pd.DataFrame, list[str]]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -24,6 +24,8 @@ class Splits:
     test: pd.DataFrame
     label_names: list[str]  # class-index order
     stats: dict  # JSON-serialisable counts, written next to results
+    # The source's other evaluation sets (SemEval's sarcasm tweets), scored apart from test.
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def parse_split_name(spec: str) -> tuple[str, str | None]:
@@ -38,11 +40,13 @@ def prepare(cfg: DataConfig) -> Splits:
     """The examples a run trains and evaluates on, deterministic for `cfg`.
 
     Predefined val/test splits of a source are kept as they are; only the train pool is sampled and
-    split into the missing ones. Deduplication runs across all splits so no text is in two of them.
+    split into the missing ones. Deduplication runs across all splits so no text is in two of them;
+    a text of an extra evaluation set (sarcasm) that is also in train/val/test leaves the extra set.
     """
     check_fractions(cfg.split)
     data = read_source(cfg)
-    frames = {name: data.splits[name] for name in KEEP_ORDER if name in data.splits}
+    order = [*(name for name in KEEP_ORDER if name in data.splits), *(n for n in data.splits if n not in KEEP_ORDER)]
+    frames = {name: data.splits[name] for name in order}
     rows_read = sum(len(frame) for frame in frames.values())
     if SOURCES[cfg.dataset].clean:
         frames = {name: frame.assign(text=clean_series(frame["text"], cfg.clean)) for name, frame in frames.items()}
@@ -87,8 +91,11 @@ def prepare(cfg: DataConfig) -> Splits:
         "split_sizes": {name: len(frame) for name, frame in splits.items()},
         "label_counts": {name: label_counts(frame, data.label_names) for name, frame in splits.items()},
     }
+    extra = {name: frame for name, frame in frames.items() if name not in KEEP_ORDER}
+    if extra:
+        stats["extra_sizes"] = {name: len(frame) for name, frame in extra.items()}
     log.info("%s: split sizes %s", data.origin, stats["split_sizes"])
-    return Splits(train, val, test, data.label_names, stats)
+    return Splits(train, val, test, data.label_names, stats, extra)
 
 
 def label_counts(frame: pd.DataFrame, label_names: list[str]) -> dict[str, int]:

@@ -60,8 +60,11 @@ class Study:
         """The runs of one configuration: the seeds a summary averages over."""
         return self.results[self.results["config_id"] == config_id]
 
+    def run_dir(self, method: str) -> Path:
+        return self.directory / "runs" / self.best.loc[method, "run_id"]
+
     def run_file(self, method: str, name: str) -> pd.DataFrame:
-        path = self.directory / "runs" / self.best.loc[method, "run_id"] / name
+        path = self.run_dir(method) / name
         if not path.is_file():
             raise ReportError(f"{path}: missing (the run is unfinished or was moved)")
         return pd.read_csv(path, keep_default_na=False, na_values=[""])  # a tweet "null" or "na" is text
@@ -249,28 +252,36 @@ def has_negation(texts: pd.Series) -> pd.Series:
     return texts.fillna("").str.lower().str.contains(NEGATION)
 
 
-def accuracy_by(study: Study, groups) -> pd.DataFrame:
-    """Per method, accuracy and count of each group of test texts; `groups(predictions)` labels rows."""
+def accuracy_by(predictions: dict[str, pd.DataFrame], groups) -> pd.DataFrame:
+    """Per method, accuracy and count of each group of texts (in order of appearance);
+    `groups(predictions)` labels rows."""
     rows = []
-    for method, frame in study.predictions.items():
+    for method, frame in predictions.items():
         correct = frame["pred"] == frame["label"]
-        for group, hits in correct.groupby(groups(frame), sort=True):
+        for group, hits in correct.groupby(groups(frame), sort=False):
             rows.append({"method": method, "group": group, "accuracy": hits.mean(), "n": len(hits)})
-    return pd.DataFrame(rows).pivot(index="method", columns="group").loc[study.methods]
+    table = pd.DataFrame(rows)
+    columns = pd.MultiIndex.from_product([("accuracy", "n"), table["group"].unique()])
+    return table.pivot(index="method", columns="group").reindex(columns=columns).loc[list(predictions)]
 
 
 def negation_accuracy(study: Study) -> pd.DataFrame:
     """Both groups always present (NaN, n=0 where no test text falls in one)."""
     groups = ("with negation", "without negation")
-    accuracy = accuracy_by(study, lambda f: has_negation(f["text"]).map(dict(zip((True, False), groups))))
+    accuracy = accuracy_by(study.predictions, lambda f: has_negation(f["text"]).map(dict(zip((True, False), groups))))
     return accuracy.reindex(columns=pd.MultiIndex.from_product([("accuracy", "n"), groups]))
 
 
 def subset_accuracy(study: Study) -> pd.DataFrame | None:
-    """Accuracy per `subset` (e.g. SemEval's sarcasm tweets), when the predictions carry one."""
-    if not all("subset" in p for p in study.predictions.values()):
+    """Accuracy on the test set beside the source's extra evaluation sets (SemEval's sarcasm tweets),
+    when every selected run scored them (`EXTRA_PREDICTIONS_FILE`, column `subset`)."""
+    from sendit.run import EXTRA_PREDICTIONS_FILE
+
+    if not all((study.run_dir(m) / EXTRA_PREDICTIONS_FILE).is_file() for m in study.methods):
         return None
-    return accuracy_by(study, lambda f: f["subset"].fillna("(none)").astype(str))
+    frames = {m: pd.concat([study.predictions[m].assign(subset="test"), study.run_file(m, EXTRA_PREDICTIONS_FILE)])
+              for m in study.methods}
+    return accuracy_by(frames, lambda f: f["subset"].astype(str))
 
 
 @dataclass

@@ -176,7 +176,10 @@ def _error_analysis(report: Report) -> str:
              "nothing, cannot, and contractions with or without their apostrophe (don't, dont, cant, isnt...).</p>",
              to_html(group_table(report.negation, ("with negation", "without negation")))]
     if report.subsets is not None:
-        parts += ["<h3>Subsets of the test set</h3>", to_html(group_table(report.subsets))]
+        groups = list(report.subsets["accuracy"].columns)  # "test" first, then e.g. "sarcasm"
+        gap = (groups[1], "test") if len(groups) == 2 else None
+        parts += ["<h3>The test set beside the dataset's other evaluation sets</h3>",
+                  to_html(group_table(report.subsets, gap))]
     parts.append("<h3>Most confident mistakes</h3>")
     for method, mistakes in report.mistakes.items():
         if not mistakes.empty:
