@@ -28,6 +28,22 @@ def cell(value, fmt: str) -> str:
     return "-" if pd.isna(value) else fmt.format(value)
 
 
+def summary_table(summary: pd.DataFrame) -> list[str]:
+    def spread(row, metric: str) -> str:
+        std = row[f"{metric}_std"]
+        return f"{row[f'{metric}_mean']:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")
+
+    def interval(row, metric: str) -> str:
+        return f"[{row[f'{metric}_ci_low']:.4f}, {row[f'{metric}_ci_high']:.4f}]"
+
+    lines = ["| method | configuration | seeds | test acc | 95% CI | macro-F1 | 95% CI |", "|---|---|---|---|---|---|---|"]
+    for _, row in summary.iterrows():
+        lines.append(f"| {row['method']} | {row['config_id']} | {row['seeds']} | {spread(row, 'test_accuracy')} | "
+                     f"{interval(row, 'test_accuracy')} | {spread(row, 'test_f1_macro')} | "
+                     f"{interval(row, 'test_f1_macro')} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study", type=Path)
@@ -41,6 +57,10 @@ def main() -> None:
              "| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for _, row in results.iterrows():
         lines.append("| " + " | ".join(cell(row.get(c), f) for c, _, f in COLUMNS) + " |")
+    if (args.study / "summary.csv").exists():
+        lines += ["", "Each method's best configuration (chosen on validation macro-F1) over its seeds: mean ± "
+                  "standard deviation and the 95% bootstrap confidence interval of the selected run:", "",
+                  *summary_table(pd.read_csv(args.study / "summary.csv"))]
     if (args.study / "pairwise.csv").exists():
         pairs = pd.read_csv(args.study / "pairwise.csv")
         lines += ["", "McNemar tests between methods (same test set):", ""]

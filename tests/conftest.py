@@ -57,3 +57,34 @@ def make_tar(path, members):
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return path
+
+
+# Saved tiny runs for predict and serve: three fp32 steps of tiny-bert on 400 synthetic tweets.
+LABELS = ["negative", "positive"]
+
+
+def tiny_data(directory):
+    from sendit.config import DataConfig
+
+    path = directory / "tweets.csv"
+    synthetic_frame(400).to_csv(path, index=False)
+    return DataConfig(dataset="csv", path=str(path), label_names=LABELS)
+
+
+def tiny_run(directory, data, method="lora", lr=1e-2, seed=1):
+    """A three-step fp32 tiny-bert run on `data`, saved as a study saves it (so `sendit eval` finds its data)."""
+    from sendit.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
+    from sendit.data import prepare
+    from sendit.run import execute
+
+    cfg = RunConfig(data=data, model=ModelConfig(name="tiny-bert", max_length=32),
+                    method=MethodConfig(name=method, lr=lr),
+                    train=TrainConfig(max_steps=3, batch_size=16, bf16=False, threads=1, seed=seed))
+    execute(cfg, directory, prepare(data))
+    return directory
+
+
+def eval_probabilities(run) -> tuple[pd.DataFrame, np.ndarray]:
+    """The evaluation's test predictions (`predictions.csv`) and their probabilities in label order."""
+    frame = pd.read_csv(run / "predictions.csv", dtype={"text": str}, keep_default_na=False)
+    return frame, frame[[f"prob_{name}" for name in LABELS]].to_numpy()

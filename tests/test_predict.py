@@ -10,45 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import synthetic_frame
+from conftest import LABELS, eval_probabilities, tiny_data, tiny_run
 from typer.testing import CliRunner
 
 from sendit.batching import encode
 from sendit.cli import app
-from sendit.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from sendit.data import DataError
 from sendit.evaluate import predict_logits, softmax
 from sendit.predict import predict_probabilities, read_texts
-from sendit.run import batching_for, execute, load, use_bf16
+from sendit.run import batching_for, load, use_bf16
 
 runner = CliRunner()
-LABELS = ["negative", "positive"]
 # bf16 keeps 8 significant bits: a different batch shape may change the order of bf16 accumulations, so
 # probabilities are allowed 5e-3 (measured here: <= 3e-8, while bf16 vs fp32 differ by ~2e-4).
 BF16_ATOL = 5e-3
-
-
-def tiny_data(directory) -> DataConfig:
-    path = directory / "tweets.csv"
-    synthetic_frame(400).to_csv(path, index=False)
-    return DataConfig(dataset="csv", path=str(path), label_names=LABELS)
-
-
-def tiny_run(directory, data: DataConfig, method="lora", lr=1e-2, seed=1):
-    """A three-step fp32 tiny-bert run on `data`, saved as a study saves it (so `sendit eval` finds its data)."""
-    from sendit.data import prepare
-
-    cfg = RunConfig(data=data, model=ModelConfig(name="tiny-bert", max_length=32),
-                    method=MethodConfig(name=method, lr=lr),
-                    train=TrainConfig(max_steps=3, batch_size=16, bf16=False, threads=1, seed=seed))
-    execute(cfg, directory, prepare(data))
-    return directory
-
-
-def eval_probabilities(run) -> tuple[pd.DataFrame, np.ndarray]:
-    """The evaluation's test predictions (`predictions.csv`) and their probabilities in label order."""
-    frame = pd.read_csv(run / "predictions.csv", dtype={"text": str}, keep_default_na=False)
-    return frame, frame[[f"prob_{name}" for name in LABELS]].to_numpy()
 
 
 @pytest.fixture(scope="module")

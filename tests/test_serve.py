@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import LABELS, eval_probabilities, tiny_data, tiny_run
 from fastapi.testclient import TestClient
-from test_predict import LABELS, eval_probabilities, tiny_data, tiny_run
 from typer.testing import CliRunner
 
 from sendit.cli import app as cli

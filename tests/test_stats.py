@@ -44,7 +44,7 @@ def test_mcnemar_without_discordant_pairs_and_mismatched_inputs():
 def test_verdict_names_the_better_method_only_when_significant():
     assert verdict("lora", "bitfit", *paired(30, 10)) == "lora > bitfit, p = 0.0027"
     assert verdict("lora", "bitfit", *paired(10, 30)) == "bitfit > lora, p = 0.0027"
-    assert verdict("lora", "bitfit", *paired(8, 2)) == "no significant difference (p = 0.11)"
+    assert verdict("lora", "bitfit", *paired(8, 2)) == "lora vs bitfit: no significant difference (p = 0.11)"
     assert verdict("a", "b", *paired(200, 20)) == "a > b, p < 0.001"
     assert format_p(0.41) == "p = 0.41" and format_p(0.003) == "p = 0.003"
 

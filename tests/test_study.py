@@ -194,7 +194,7 @@ def test_statistics_files_summarise_each_method_and_pair(grid_study):
         assert row.test_f1_macro_ci_low <= row.test_f1_macro_mean <= row.test_f1_macro_ci_high
     pairs = pd.read_csv(grid_study / "pairwise.csv")
     assert len(pairs) == 2 and set(pairs.train_size) == {100, 200}
-    assert pairs.verdict.str.match(r"no significant difference \(p|\w+ > \w+, p").all()
+    assert pairs.verdict.str.match(r"\w+ vs \w+: no significant difference \(p|\w+ > \w+, p").all()
     assert (0 <= pairs.p_value).all() and (pairs.p_value <= 1).all()
     statistics = json.loads((grid_study / "statistics.json").read_text())
     assert len(statistics["configurations"]) == 6 and len(statistics["methods"]) == 4

@@ -103,11 +103,12 @@ def discordant(correct_a, correct_b) -> tuple[int, int]:
 
 
 def verdict(name_a: str, name_b: str, correct_a, correct_b, alpha: float = 0.05) -> str:
-    """"lora > bitfit, p = 0.003" when McNemar rejects equal accuracy, else "no significant difference (p = 0.41)"."""
+    """"lora > bitfit, p = 0.003" when McNemar rejects equal accuracy, else
+    "lora vs bitfit: no significant difference (p = 0.41)"."""
     only_a, only_b = discordant(correct_a, correct_b)
     _, p = mcnemar(correct_a, correct_b)
     if p >= alpha:
-        return f"no significant difference ({format_p(p)})"
+        return f"{name_a} vs {name_b}: no significant difference ({format_p(p)})"
     better, worse = (name_a, name_b) if only_a > only_b else (name_b, name_a)
     return f"{better} > {worse}, {format_p(p)}"
 

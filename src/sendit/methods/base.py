@@ -56,6 +56,18 @@ class Method:
         return bool(self.phases(TrainConfig()))
 
 
+class PeftMethod(Method):
+    """A method PEFT implements: its config is all a subclass states (the head trains beside it)."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        from peft import get_peft_model
+
+        return get_peft_model(model, self.peft_config(model))
+
+    def peft_config(self, model: nn.Module):
+        raise NotImplementedError
+
+
 def register_method(cls: type[Method]) -> type[Method]:
     METHODS[cls.name] = cls
     return cls

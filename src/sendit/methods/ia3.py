@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sendit.config import ConfigError
-from sendit.methods.base import Method, register_method
+from sendit.methods.base import PeftMethod, register_method
 from sendit.models import head_module_names
 
 # model_type -> (target module suffixes, feed-forward suffixes), as regular expressions on the
@@ -79,13 +79,11 @@ def ia3_config(model, options: IA3Options):
 
 
 @register_method
-class IA3(Method):
+class IA3(PeftMethod):
     name = "ia3"
     summary = "learned rescaling of keys, values and FFN activations (PEFT (IA)^3) + classification head"
     default_lr = 3e-3
     Options = IA3Options
 
-    def apply(self, model):
-        from peft import get_peft_model
-
-        return get_peft_model(model, ia3_config(model, self.options))
+    def peft_config(self, model):
+        return ia3_config(model, self.options)

@@ -6,7 +6,7 @@ query/value-only LoRA.
 """
 from dataclasses import dataclass, field
 
-from sendit.methods.base import Method, register_method
+from sendit.methods.base import PeftMethod, register_method
 from sendit.models import head_module_names
 
 # Query/value projection names across the architectures sendit supports.
@@ -40,17 +40,11 @@ def lora_config(model, options: LoraOptions, **extra):
 
 
 @register_method
-class Lora(Method):
+class Lora(PeftMethod):
     name = "lora"
     summary = "low-rank updates on the linear layers (PEFT) + classification head"
     default_lr = 5e-4
     Options = LoraOptions
 
-    def apply(self, model):
-        from peft import get_peft_model
-
-        return get_peft_model(model, self.peft_config(model))
-
     def peft_config(self, model):
-        """The PEFT config; variants of LoRA (DoRA, QLoRA) change this, not `apply`."""
         return lora_config(model, self.options)

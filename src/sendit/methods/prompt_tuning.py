@@ -23,7 +23,7 @@ import torch
 
 from sendit.config import ConfigError
 from sendit.decoders import position_ids_from_mask
-from sendit.methods.base import Method, register_method
+from sendit.methods.base import PeftMethod, register_method
 from sendit.models import head_module_names
 
 INITS = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
@@ -65,17 +65,18 @@ def _tiny_model_tokenizer() -> str:
 
 
 @register_method
-class PromptTuning(Method):
+class PromptTuning(PeftMethod):
     name = "prompt_tuning"
     summary = "learned soft-prompt embeddings prepended to the input (PEFT) + classification head"
     default_lr = 3e-2
     Options = PromptTuningOptions
 
-    def apply(self, model):
-        from peft import get_peft_model
+    def peft_config(self, model):
+        return prompt_tuning_config(model, self.options)
 
+    def apply(self, model):
         head = head_module_names(model)
-        peft_model = get_peft_model(model, prompt_tuning_config(model, self.options))
+        peft_model = super().apply(model)
         if "score" in head:  # decoder classifiers pool the last token
             pool_last_real_token(peft_model.base_model, mask_positions=model.config.model_type in ARANGE_POSITION_TYPES)
         return peft_model
