@@ -36,6 +36,12 @@ bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_vs_peer.py
 
+# Each training speed-up alone (one switched off per variant, full FT and LoRA, 2 reps, ~15 min idle);
+# results to benchmarks/results/ablation.md
+.PHONY: bench-ablation
+bench-ablation: setup
+	$(PY) benchmarks/bench_ablation.py
+
 # sendit serve under 1, 8 and 32 concurrent clients, 60 s each, batched vs naive (~7 min); results to
 # benchmarks/results/serve.md. RUN is a run directory, e.g. make bench-serve RUN=runs/quickstart/runs/<lora run>
 .PHONY: bench-serve

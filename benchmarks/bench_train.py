@@ -39,6 +39,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--output-dir", default=None, help="run directory (default: a temporary one)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a sendit config override, as `sendit train --set` (e.g. train.bf16=false): "
+                         "how benchmarks/bench_ablation.py turns one speed-up off")
     args = ap.parse_args()
 
     import warnings
@@ -48,22 +51,24 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from sendit.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+    from sendit.config import RunConfig, apply_overrides, build
     from sendit.data import Splits
     from sendit.run import execute
 
     splits = Splits(*(_read(path) for path in (args.train, None, args.test)), label_names=_labels(args), stats={})
     options = ({"r": args.lora_r, "alpha": args.lora_alpha, "dropout": 0.1, "target": "qv"}
                if args.method == "lora" else {})
-    cfg = RunConfig(data=DataConfig(dataset="csv", path=args.train),
-                    model=ModelConfig(name=args.model, max_length=args.max_length),
-                    method=MethodConfig(name=args.method, lr=args.lr, options=options),
-                    train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                      threads=args.threads or None))
+    cfg = build(RunConfig, apply_overrides({
+        "data": {"dataset": "csv", "path": args.train},
+        "model": {"name": args.model, "max_length": args.max_length},
+        "method": {"name": args.method, "lr": args.lr, "options": options},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                  "threads": args.threads or None}}, args.set))
     with tempfile.TemporaryDirectory() as tmp:
         row = execute(cfg, Path(args.output_dir or tmp) / "run", splits)
     print(json.dumps({
-        "peer": "sendit", "method": args.method, "padding": "length-bucketed", "bf16": row["bf16"],
+        "peer": "sendit", "method": args.method, "overrides": args.set,
+        "padding": "length-bucketed" if cfg.train.length_buckets else "dynamic", "bf16": row["bf16"],
         "train_examples": row["train_examples"], "trainable_params": row["trainable_params"],
         "train_s": round(row["runtime_sec"], 2), "train_examples_per_s": round(row["train_examples_per_s"], 2),
         "infer_s": round(row["inference_time_sec"], 2),

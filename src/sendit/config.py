@@ -65,6 +65,7 @@ class ModelConfig:
     name: str = "minilm"  # alias (minilm), hub id, or local directory
     max_length: int = 64  # tokens; tweets are short (99% under 64 MiniLM tokens)
     padding_side: str | None = None  # None: the model's own (right); decoders pool the last real token
+    attention: str | None = None  # transformers' attn_implementation: sdpa | eager; None: its default (sdpa)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     seed: int = 42
     grad_clip: float = 1.0
+    fused_optimizer: bool = True  # torch's fused AdamW kernel; false: its per-tensor loop (slower on CPU)
 
 
 @dataclass

@@ -156,23 +156,25 @@ def resolve_path(name: str) -> str:
 
 
 def load_model(name: str, num_labels: int, label_names: list[str] | None = None, seed: int = 0,
-               max_positions: int = 512):
+               max_positions: int = 512, attention: str | None = None):
     """The classifier for `name` with a fresh `num_labels`-way head, plus its tokenizer.
 
     The head is initialised from `seed`, so a run re-loaded later rebuilds the same base and head
-    before its saved weights are applied.
+    before its saved weights are applied. `attention` picks transformers' attention implementation.
     """
     from transformers import AutoModelForSequenceClassification
+
+    implementation = {"attn_implementation": attention} if attention else {}
 
     tokenizer = load_tokenizer(name)
     torch.manual_seed(seed)
     if name.startswith("tiny-"):
         config = tiny_config(name.removeprefix("tiny-"), num_labels, len(tokenizer), max_positions)
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config, **implementation)
     else:
         path = resolve_path(name)
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **implementation)
         except OSError as err:
             raise ModelError(f"cannot load model '{name}' from {path}: {err}") from None
     if model.config.pad_token_id is None:

@@ -48,12 +48,13 @@ class Batching:
 FUSED_ADAMW_DEVICES = {"cpu", "cuda", "mps", "xpu"}
 
 
-def adamw(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+def adamw(params: list[nn.Parameter], lr: float, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW through torch's fused kernel where it exists (also the peer Trainer's default,
     `adamw_torch_fused`). On CPU, torch otherwise loops over the tensors one by one: for minilm's
     22.7M parameters a step took ~120-150 ms that way and ~20 ms fused (1 thread)."""
-    fused = all(p.is_floating_point() and p.device.type in FUSED_ADAMW_DEVICES for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    fused = cfg.fused_optimizer and all(p.is_floating_point() and p.device.type in FUSED_ADAMW_DEVICES
+                                        for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def make_accelerator(bf16: bool):
@@ -97,7 +98,7 @@ class Trainer:
     def _end_to_end(self, phase: Phase, train: Encoded, val: Encoded) -> None:
         acc, cfg = self.accelerator, self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = adamw(params, phase.lr, cfg.weight_decay)
+        optimizer = adamw(params, phase.lr, cfg)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size / acc.num_processes)
         total = self._total_steps(phase, steps_per_epoch)
         scheduler = self._scheduler(optimizer, total)
@@ -143,7 +144,7 @@ class Trainer:
         train_x = self._features(head, train)
         val_x = self._features(head, val)
         train_y = torch.from_numpy(train.labels)
-        optimizer = adamw(list(head.parameters()), phase.lr, cfg.weight_decay)
+        optimizer = adamw(list(head.parameters()), phase.lr, cfg)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = self._total_steps(phase, steps_per_epoch)
         scheduler = self._scheduler(optimizer, total)
