@@ -60,7 +60,7 @@ def write_markdown(path: Path, results: dict, commands: dict, variants: dict, ar
         ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")),
         platform.processor())
     lines = [f"# Each speed-up alone: sendit with one switched off ({args.reps} alternating repetitions)", "",
-             f"Machine: {cpu}, torch threads {args.threads}. Data: benchmarks/data (cleaned Sentiment140), "
+             f"Machine: {cpu}, torch threads {args.threads}. Data: benchmarks/data/ablation (cleaned Sentiment140), "
              f"train {args.n_train:,} tweets, 1 epoch, batch 32, max length {args.max_length}.", "",
              "| method | variant | override | train ex/s | speed-up of the switch | infer ex/s | test acc |",
              "|---|---|---|---|---|---|---|"]
