@@ -25,6 +25,8 @@ SWITCHES = {
     "bf16 autocast": ("train.bf16=false", "bf16 autocast where the CPU has bf16 instructions, instead of fp32"),
     "fused AdamW": ("train.fused_optimizer=false", "torch's fused AdamW kernel instead of its per-tensor loop"),
     "SDPA attention": ("model.attention=eager", "scaled-dot-product attention instead of transformers' eager one"),
+    "freed memory kept": ("train.reuse_freed_memory=false",
+                          "glibc keeps freed memory for reuse (sendit.host) instead of faulting pages in every step"),
 }
 
 
@@ -62,8 +64,8 @@ def write_markdown(path: Path, results: dict, commands: dict, variants: dict, ar
     lines = [f"# Each speed-up alone: sendit with one switched off ({args.reps} alternating repetitions)", "",
              f"Machine: {cpu}, torch threads {args.threads}. Data: benchmarks/data/ablation (cleaned Sentiment140), "
              f"train {args.n_train:,} tweets, 1 epoch, batch 32, max length {args.max_length}.", "",
-             "| method | variant | override | train ex/s | speed-up of the switch | infer ex/s | test acc |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | variant | override | train ex/s | speed-up of the switch | infer ex/s | test acc | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for method in commands:
         default = np.mean([r["train_examples_per_s"] for r in results[(method, "all on (default)")]])
         for name, override in variants.items():
@@ -72,7 +74,8 @@ def write_markdown(path: Path, results: dict, commands: dict, variants: dict, ar
             gain = "-" if override is None else f"{default / speed:.2f}x"
             lines.append(f"| {method} | {name} | {f'`{override}`' if override else '-'} | {speed:.1f} | {gain} | "
                          f"{np.mean([r['infer_examples_per_s'] for r in records]):.1f} | "
-                         f"{np.mean([r['accuracy'] for r in records]):.4f} |")
+                         f"{np.mean([r['accuracy'] for r in records]):.4f} | "
+                         f"{np.mean([r['peak_rss_mb'] for r in records]):,.0f} |")
     lines += ["", "Switches:", "", *(f"- {name} (`{override}`): {what}" for name, (override, what) in SWITCHES.items()),
               "", "Commands (each variant adds `--set OVERRIDE`):", "",
               *(f"- {method}: `{command}`" for method, command in commands.items())]

@@ -98,6 +98,7 @@ class TrainConfig:
     seed: int = 42
     grad_clip: float = 1.0
     fused_optimizer: bool = True  # torch's fused AdamW kernel; false: its per-tensor loop (slower on CPU)
+    reuse_freed_memory: bool = True  # keep freed memory in the process (glibc); false: page faults every step
 
 
 @dataclass

@@ -21,6 +21,7 @@ from sendit.batching import Encoded
 from sendit.config import DataConfig, RunConfig, load_run, save_yaml
 from sendit.data.inputs import encode_inputs
 from sendit.evaluate import classification_metrics, predict_logits, softmax
+from sendit.host import keep_freed_memory
 from sendit.io import atomic_write, atomic_write_csv, atomic_write_text
 from sendit.measure import Timer, bf16_supported, file_mb, peak_memory_mb, reset_peak_memory, rss_mb
 from sendit.methods import get_method
@@ -72,6 +73,8 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     """Train and evaluate one run; write its artifacts; return its results row."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if cfg.train.reuse_freed_memory:
+        keep_freed_memory()
     seed_everything(cfg.train.seed)
     cfg = replace(cfg, data=replace(cfg.data, label_names=list(splits.label_names)))
     model, tokenizer, method = build_model(cfg, cfg.data.label_names)
