@@ -74,17 +74,28 @@ def distillation_loss(cfg: DistillConfig, logits_by_example: torch.Tensor):
 
 
 def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
-    """Forward-pass examples/s of a saved run in bf16 on length-sorted batches (tokenising excluded)."""
+    """Forward-pass examples/s of a saved run in bf16 on length-sorted batches (tokenising excluded),
+    in its deployed form: a LoRA/DoRA/IA3 adapter folded into the weights (same function, no extra
+    matmuls); parameters counted before folding."""
     from sendit.models import count_parameters
     from sendit.run import batching_for, load
 
     model, tokenizer, cfg = load(run_dir)
+    _, total = count_parameters(model)
+    model = merged(model)
     encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), cfg.data, cfg.model.max_length)
     predict_logits(model, encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, True,
                    **vars(batching_for(tokenizer, model)))  # warm-up
     _, seconds = predict_logits(model, encoded, batch_size, True, **vars(batching_for(tokenizer, model)))
-    _, total = count_parameters(model)
     return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": cfg.model.name}
+
+
+def merged(model):
+    """The model with its adapter merged into the base weights where PEFT can; else unchanged."""
+    try:
+        return model.merge_and_unload()
+    except (AttributeError, ValueError, NotImplementedError):  # prompt tuning, no adapter
+        return model
 
 
 def run_distillation(teacher: Path, student: str, method, train, seeds: list[int], out: Path, data=None,

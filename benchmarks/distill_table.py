@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Write distillation results (`sendit distill` output directories) as one markdown file.
+
+Per task: the teacher, then each student method without and with KD (mean ± std over seeds), the
+paired KD gain (with KD minus without, seed by seed, same data), parameters, size on disk, and
+inference examples/s (bf16, length-sorted batches, tokenisation excluded) with the speed-up over
+the teacher, re-measured by `--measure` (teacher and one run of each student, interleaved twice:
+run it on an otherwise idle machine), else as `sendit distill` measured them at the end of its run.
+Adapters are measured folded into the weights, as deployed; size on disk is the saved file (for an
+adapter run, the adapter and head only).
+
+  python benchmarks/distill_table.py benchmarks/results/distill_minilm.md \
+      --task "Sentiment140 (binary)" runs/distill/s140_full runs/distill/s140_lora --commands "..." \
+      --task "SemEval-2017 (3 classes)" runs/distill/semeval_full runs/distill/semeval_lora
+"""
+import argparse
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def measure_speed(teacher: Path, student_runs: list[Path], texts: list[str], batch_size: int) -> dict:
+    """Inference examples/s of the teacher and each student, interleaved twice (drift hits all alike)."""
+    from sendit.distill import measure_inference
+
+    speeds: dict[str, list[float]] = {}
+    for _ in range(2):
+        for run in [teacher, *student_runs]:
+            speeds.setdefault(str(run), []).append(
+                measure_inference(run, texts, batch_size)["inference_examples_per_s_bf16"])
+    return {run: float(np.mean(values)) for run, values in speeds.items()}
+
+
+def task_rows(directories: list[Path], measure: bool) -> tuple[list[str], dict]:
+    from sendit.config import load_run
+    from sendit.data import prepare
+
+    summaries = [pd.read_csv(d / "distill_summary.csv") for d in directories]
+    results = pd.concat([pd.read_csv(d / "results.csv").assign(directory=str(d)) for d in directories])
+    teacher_dir = Path(load_run(directories[0] / "config.yaml").distill.teacher)
+    teacher = summaries[0].iloc[0]
+    student_runs = {}
+    for directory in directories:
+        for run_dir in sorted((directory / "runs").iterdir()):
+            label = run_dir.name.rsplit("-seed", 1)[0]
+            student_runs.setdefault(label, run_dir)
+    speed = {}
+    if measure:
+        cfg = load_run(teacher_dir / "config.yaml")
+        texts = prepare(cfg.data).test["text"].tolist()
+        speed = measure_speed(teacher_dir, list(student_runs.values()), texts, cfg.train.eval_batch_size)
+    teacher_speed = speed.get(str(teacher_dir), teacher["inference_examples_per_s_bf16"])
+    lines = ["| model | seeds | test acc | macro-F1 | KD gain acc (paired) | KD gain F1 (paired) | params | "
+             "size MB | infer ex/s (bf16) | vs teacher |", "|---|---|---|---|---|---|---|---|---|---|",
+             f"| teacher: {teacher['model']} | 1 | {teacher['test_accuracy_mean']:.4f} | "
+             f"{teacher['test_f1_macro_mean']:.4f} | | | {teacher['params']:,.0f} | {teacher['size_mb']:.1f} | "
+             f"{teacher_speed:,.0f} | 1.00x |"]
+    for summary in summaries:
+        students = summary.iloc[1:]
+        for _, row in students.sort_values("model", key=lambda m: m.str.contains("+kd", regex=False),
+                                           kind="stable").iterrows():
+            label = row["model"].split(" (")[0]
+            runs = results[results["method"] == label].sort_values("seed")
+            gain = {"acc": "", "f1": ""}
+            if label.endswith("+kd"):
+                base = results[results["method"] == label.removesuffix("+kd")].set_index("seed")
+                for key, column in (("acc", "test_accuracy"), ("f1", "test_f1_macro")):
+                    diff = (runs.set_index("seed")[column] - base[column]).dropna() * 100
+                    gain[key] = f"{diff.mean():+.2f} ± {diff.std(ddof=1):.2f} pts"
+            student_speed = speed.get(str(student_runs[label]), row["inference_examples_per_s_bf16"])
+            lines.append(
+                f"| {row['model']} | {', '.join(str(s) for s in runs['seed'])} | "
+                f"{row['test_accuracy_mean']:.4f} ± {row['test_accuracy_std']:.4f} | "
+                f"{row['test_f1_macro_mean']:.4f} ± {row['test_f1_macro_std']:.4f} | {gain['acc']} | {gain['f1']} | "
+                f"{row['params']:,.0f} | {row['size_mb']:.2f} | {student_speed:,.0f} | "
+                f"{student_speed / teacher_speed:.2f}x |")
+    return lines, speed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--task", nargs="+", action="append", required=True, metavar=("TITLE", "DIR"))
+    ap.add_argument("--measure", action="store_true", help="re-measure inference speed now (idle machine)")
+    ap.add_argument("--notes", default="")
+    args = ap.parse_args()
+    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    lines = ["# Distillation on minilm: a 3-layer student with and without the teacher's soft targets", "",
+             f"Machine: {cpu}, {os.cpu_count()} cores.", ""]
+    for title, *directories in args.task:
+        rows, speed = task_rows([Path(d) for d in directories], args.measure)
+        lines += [f"## {title}", "", *rows, "",
+                  "Inference speed " + ("re-measured by this script (`--measure`), twice interleaved, idle machine."
+                                        if speed else "as `sendit distill` measured it at the end of its run."), ""]
+    if args.notes:
+        lines += [args.notes]
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(json.dumps({"written": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()
