@@ -1,5 +1,6 @@
 """The switches `make bench-ablation` turns off change the speed, not the result: fused vs looped AdamW
-and SDPA vs eager attention train a tiny model to the same predictions (fp32)."""
+and SDPA vs eager attention train a tiny model to the same predictions (fp32); bf16 and fp32 runs
+share one process."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,3 +38,15 @@ def test_attention_choice_is_saved_and_reloaded(tmp_path, splits):
     train(tmp_path, splits, "eager", attention="eager")
     model, _, cfg = load(tmp_path / "eager")
     assert cfg.model.attention == "eager" and model.config._attn_implementation == "eager"
+
+
+def test_bf16_and_fp32_runs_in_one_process(tmp_path, splits):
+    """accelerate keeps one precision per process; a study may alternate (here bf16, fp32, bf16)."""
+    import json
+
+    for index, bf16 in enumerate((True, False, True)):
+        cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
+                        model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="lora"),
+                        train=TrainConfig(max_steps=2, batch_size=16, bf16=bf16, threads=1))
+        execute(cfg, tmp_path / str(index), splits)
+        assert json.loads((tmp_path / str(index) / "metrics.json").read_text())["row"]["bf16"] is bf16

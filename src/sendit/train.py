@@ -58,9 +58,16 @@ def adamw(params: list[nn.Parameter], lr: float, cfg: TrainConfig) -> torch.opti
 
 
 def make_accelerator(bf16: bool):
+    """An Accelerator for this run's precision. accelerate keeps one precision per process and
+    refuses another, but a study (or distillation) may run fp32 and bf16 runs in turn: the
+    per-run state is reset then, the process group (PartialState) kept."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
+    precision = "bf16" if bf16 else "no"
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != precision:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
 
 
 class Trainer:
