@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = [("method", "method", "{}"), ("lr", "lr", "{:g}"), ("test_accuracy", "test acc", "{:.4f}"),
+COLUMNS = [("method", "method", "{}"), ("lr", "lr", "{:g}"), ("batch_size", "batch", "{:.0f}"),
+           ("seed", "seed", "{:.0f}"), ("best_val_f1", "val F1", "{:.4f}"), ("best_epoch", "best epoch", "{:g}"),
+           ("test_accuracy", "test acc", "{:.4f}"),
            ("test_f1_macro", "macro-F1", "{:.4f}"), ("trainable_params", "trainable params", "{:,.0f}"),
            ("runtime_sec", "train s", "{:.0f}"), ("train_examples_per_s", "train ex/s", "{:.0f}"),
            ("peak_memory_mb", "peak RSS MB (this run)", "{:,.0f}"), ("adapter_mb", "adapter MB", "{:.3g}"),
@@ -59,7 +61,8 @@ def main() -> None:
         lines.append("| " + " | ".join(cell(row.get(c), f) for c, _, f in COLUMNS) + " |")
     if (args.study / "summary.csv").exists():
         lines += ["", "Each method's best configuration (chosen on validation macro-F1) over its seeds: mean ± "
-                  "standard deviation and the 95% bootstrap confidence interval of the selected run:", "",
+                  "standard deviation over the seeds, and the 95% percentile-bootstrap interval of the "
+                  "seed-averaged score (test examples resampled, 2,000 times):", "",
                   *summary_table(pd.read_csv(args.study / "summary.csv"))]
     if (args.study / "pairwise.csv").exists():
         pairs = pd.read_csv(args.study / "pairwise.csv")
