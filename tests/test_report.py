@@ -226,3 +226,11 @@ def test_tracking_to_mlflow(lora_study, monkeypatch):
         assert out.exit_code == 0, out.output
     runs = mlflow.search_runs(experiment_names=["lora_wins"], output_format="list")
     assert sorted(r.info.run_name for r in runs) == sorted(pd.read_csv(directory / "results.csv").run_id)
+
+
+def test_numeric_label_names_render():
+    """Labels named 0/1 (a CSV without label_names) come back from predictions.csv as numbers."""
+    from sendit.report.html import mistakes_table, to_html
+
+    mistakes = pd.DataFrame({"confidence": [0.91], "label_name": [0], "pred_name": [1], "text": ["meh"]})
+    assert "<td>0</td><td>1</td><td>meh</td>" in to_html(mistakes_table(mistakes))

@@ -124,7 +124,7 @@ def group_table(accuracy: pd.DataFrame, gap: tuple[str, str] | None = None) -> T
 
 
 def mistakes_table(mistakes: pd.DataFrame) -> Table:
-    rows = [[f"{m.confidence:.1%}", m.label_name, m.pred_name, str(m.text)] for m in mistakes.itertuples()]
+    rows = [[f"{m.confidence:.1%}", str(m.label_name), str(m.pred_name), str(m.text)] for m in mistakes.itertuples()]
     return Table(["confidence", "true", "predicted", "text"], rows, [True, False, False, False])
 
 
