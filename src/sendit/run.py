@@ -54,8 +54,9 @@ def batching_for(tokenizer, model) -> Batching:
 
 
 def encode_splits(tokenizer, splits, data: DataConfig, max_length: int) -> dict[str, Encoded]:
+    frames = {"train": splits.train, "val": splits.val, "test": splits.test, **splits.extra}
     return {name: encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), data, max_length)
-            for name, frame in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+            for name, frame in frames.items()}
 
 
 def build_model(cfg: RunConfig, label_names: list[str]):
@@ -111,7 +112,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     atomic_write_csv(run_dir / "epoch_log.csv", pd.DataFrame(fit.epoch_log, columns=EPOCH_LOG_COLUMNS))
     atomic_write_csv(run_dir / "predictions.csv", prediction_frame(splits.test["text"], labels, logits,
                                                                     cfg.data.label_names))
-    extra = _score_extra_sets(model, tokenizer, splits, cfg, bf16, batching, run_dir)
+    extra = _score_extra_sets(model, splits, encoded, cfg, bf16, batching, run_dir)
     f1_per_m = test["f1_macro"] / (trainable / 1e6) if trainable and method.trains else None
     row = {
         "method": cfg.method.label or cfg.method.name, "base_method": cfg.method.name,
@@ -160,17 +161,17 @@ def _json_default(value):
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def _score_extra_sets(model, tokenizer, splits, cfg: RunConfig, bf16: bool, batching, run_dir: Path) -> dict:
-    """Predict the source's extra evaluation sets (SemEval's sarcasm tweets) into one file, for the
-    report's error analysis; return their accuracy and size as results columns."""
+def _score_extra_sets(model, splits, encoded: dict[str, Encoded], cfg: RunConfig, bf16: bool, batching,
+                      run_dir: Path) -> dict:
+    """Predict the source's extra evaluation sets (SemEval's sarcasm tweets, encoded with the other
+    splits) into one file, for the report's error analysis; return their accuracy and size as results
+    columns."""
     frames, columns = [], {}
     for name, frame in splits.extra.items():
-        encoded = encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), cfg.data,
-                                cfg.model.max_length)
-        logits, _ = predict_logits(model, encoded, cfg.train.eval_batch_size, bf16, **vars(batching))
-        frames.append(prediction_frame(frame["text"], encoded.labels, logits, cfg.data.label_names).assign(subset=name))
-        columns |= {f"{name}_accuracy": float((logits.argmax(-1) == encoded.labels).mean()),
-                    f"{name}_examples": len(frame)}
+        labels = encoded[name].labels
+        logits, _ = predict_logits(model, encoded[name], cfg.train.eval_batch_size, bf16, **vars(batching))
+        frames.append(prediction_frame(frame["text"], labels, logits, cfg.data.label_names).assign(subset=name))
+        columns |= {f"{name}_accuracy": float((logits.argmax(-1) == labels).mean()), f"{name}_examples": len(frame)}
     if frames:
         atomic_write_csv(run_dir / EXTRA_PREDICTIONS_FILE, pd.concat(frames, ignore_index=True))
     return columns
