@@ -50,3 +50,49 @@ def test_bf16_and_fp32_runs_in_one_process(tmp_path, splits):
                         train=TrainConfig(max_steps=2, batch_size=16, bf16=bf16, threads=1))
         execute(cfg, tmp_path / str(index), splits)
         assert json.loads((tmp_path / str(index) / "metrics.json").read_text())["row"]["bf16"] is bf16
+
+
+@pytest.mark.parametrize("kind", ["bert", "opt"])
+def test_bf16_weights_for_inference_match_autocast_and_are_restored(splits, kind):
+    """Over several batches, inference casts the weights to bf16 once instead of autocasting every
+    forward pass; the predictions stay those of autocast and the float32 weights come back untouched."""
+    import torch
+
+    from sendit.batching import encode
+    from sendit.evaluate import predict_logits
+    from sendit.models import load_model
+    from sendit.run import batching_for
+
+    model, tokenizer = load_model(f"tiny-{kind}", 2, seed=5)
+    encoded = encode(tokenizer, splits.test.text.tolist(), splits.test.label.to_numpy(), 32)
+    batching = vars(batching_for(tokenizer, model))
+    before = {name: (p.data_ptr(), p.detach().clone()) for name, p in model.named_parameters()}
+    seen = []
+    cast, _ = predict_logits(model, encoded, 8, True, **batching,
+                             on_batch=lambda n: seen.append(model.classifier.weight.dtype if kind == "bert"
+                                                            else model.score.weight.dtype))
+    autocast_only, _ = predict_logits(model, encoded, len(encoded), True, **batching)  # one batch: autocast
+    fp32, _ = predict_logits(model, encoded, 8, False, **batching)
+    assert len(seen) > 1 and set(seen) == {torch.bfloat16}
+    assert np.abs(cast - fp32).max() > 0  # bf16 really ran
+    np.testing.assert_allclose(cast, autocast_only, atol=2e-2)
+    np.testing.assert_allclose(cast, fp32, atol=2e-2)
+    for name, p in model.named_parameters():
+        pointer, values = before[name]
+        assert p.dtype == torch.float32 and p.data_ptr() == pointer and torch.equal(p.detach(), values), name
+
+
+def test_bf16_validation_inside_training_leaves_training_in_float32(tmp_path, splits):
+    """Validation between epochs casts the weights to bf16 for its batches; the second epoch trains
+    the restored float32 weights, which are saved as float32."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
+                    model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="full", lr=1e-2),
+                    train=TrainConfig(epochs=2, batch_size=16, bf16=True, threads=1, eval_batch_size=8))
+    execute(cfg, tmp_path / "run", splits)
+    log = pd.read_csv(tmp_path / "run" / "epoch_log.csv")
+    assert list(log.epoch) == [1.0, 2.0] and log.train_loss.iloc[1] < log.train_loss.iloc[0]
+    saved = load_file(str(tmp_path / "run" / "adapter.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.float32}
