@@ -36,7 +36,7 @@ bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_vs_peer.py
 
-# Each training speed-up alone (one switched off per variant, full FT and LoRA, 2 reps, ~15 min idle);
+# Each training speed-up alone (one switch changed per variant, full FT and LoRA, 2 reps, ~25 min idle);
 # results to benchmarks/results/ablation.md
 .PHONY: bench-ablation
 bench-ablation: setup

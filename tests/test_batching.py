@@ -30,3 +30,27 @@ def test_collate_pads_right_or_left_with_mask():
     left = collate(encoded, [0, 1], pad_id=0, left_pad=True)
     assert left["input_ids"].tolist() == [[7, 8, 9], [0, 0, 5]]
     assert left["labels"].tolist() == [1, 0]
+
+
+def test_token_budget_batches_respect_the_budget_and_cover_every_example():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, 5000)
+    lengths[7] = 2000  # longer than the budget: travels alone
+    batches = length_bucketed_batches(lengths, 32, np.random.default_rng(1), window=16, max_tokens=1024)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(5000))
+    assert all(len(b) * lengths[b].max() <= 1024 for b in batches if 7 not in b)
+    assert [b.tolist() for b in batches if 7 in b] == [[7]]
+    # Short texts ride in larger batches than long ones; batches are full up to the next example.
+    assert max(map(len, batches)) > 32 > min(map(len, batches))
+    assert sum(len(b) * lengths[b].max() for b in batches) > 0.85 * 1024 * (len(batches) - 16)
+
+
+def test_token_budget_needs_length_buckets():
+    import pytest
+
+    from sendit.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="train.batch_tokens"):
+        TrainConfig(batch_tokens=512, length_buckets=False)
+    with pytest.raises(ConfigError, match="train.batch_tokens"):
+        TrainConfig(batch_tokens=0)

@@ -96,3 +96,32 @@ def test_bf16_validation_inside_training_leaves_training_in_float32(tmp_path, sp
     assert list(log.epoch) == [1.0, 2.0] and log.train_loss.iloc[1] < log.train_loss.iloc[0]
     saved = load_file(str(tmp_path / "run" / "adapter.safetensors"))
     assert {t.dtype for t in saved.values()} == {torch.float32}
+
+
+def test_token_budget_batches_drive_training(tmp_path, splits):
+    """With train.batch_tokens the trainer steps through budgeted batches: as many steps as the
+    budget cuts, not len(train) / batch_size."""
+    import math
+
+    from sendit.batching import length_bucketed_batches
+    from sendit.models import load_tokenizer
+    from sendit.run import encode_splits
+
+    cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
+                    model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="full", lr=1e-2),
+                    train=TrainConfig(epochs=1, batch_size=16, batch_tokens=96, bf16=False, threads=1, seed=4))
+    execute(cfg, tmp_path / "run", splits)
+    train = encode_splits(load_tokenizer("tiny-bert"), splits, cfg.data, 32)["train"]
+    budgeted = length_bucketed_batches(train.lengths, 16, np.random.default_rng(4), max_tokens=96)
+    assert len(budgeted) != math.ceil(len(train) / 16)
+    assert pd.read_csv(tmp_path / "run" / "epoch_log.csv").step.tolist() == [len(budgeted)]
+
+
+@pytest.mark.parametrize("kind, field", [("bert", "attention_probs_dropout_prob"), ("distilbert", "attention_dropout"),
+                                         ("opt", "attention_dropout"), ("gpt2", "attn_pdrop")])
+def test_attention_dropout_is_set_on_every_architecture(kind, field):
+    from sendit.models import load_model
+
+    default, _ = load_model(f"tiny-{kind}", 2)
+    changed, _ = load_model(f"tiny-{kind}", 2, attention_dropout=0.25)
+    assert getattr(default.config, field) != 0.25 and getattr(changed.config, field) == 0.25

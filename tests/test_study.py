@@ -240,3 +240,15 @@ def test_grid_keys_are_checked_and_run_ids_encode_every_varied_value(tmp_path):
                           ({"seed": [1]}, "seeds are the study's `seeds`"), ({"lr": []}, "empty list")):
         with pytest.raises(ConfigError, match=message):
             plan(load_study(path, [f"methods=[{{name: lora, grid: {json.dumps(grid)}}}]"]))
+
+
+def test_grid_varies_attention_dropout_but_not_tokenisation(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "methods": [
+        {"name": "full", "grid": {"attention_dropout": [0.0, 0.1]}}]}))
+    runs = plan(load_study(path))
+    assert [r.run_id for r in runs] == ["full-lr5e-05-bs32-ep1-attention_dropout0-seed42",
+                                        "full-lr5e-05-bs32-ep1-attention_dropout0.1-seed42"]
+    assert [r.config.model.attention_dropout for r in runs] == [0.0, 0.1]
+    with pytest.raises(ConfigError, match="unknown key 'max_length'.*model field \\(attention, attention_dropout\\)"):
+        plan(load_study(path, ["methods=[{name: full, grid: {max_length: [32]}}]"]))

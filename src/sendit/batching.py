@@ -67,14 +67,37 @@ def collate(encoded: Encoded, index, pad_id: int, left_pad: bool = False) -> dic
 
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                            window: int = 64) -> list[np.ndarray]:
-    """Shuffle, sort by length inside windows of `window` batches, cut into batches, shuffle them."""
+                            window: int = 64, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Shuffle, sort by length inside windows of `window` batches, cut into batches, shuffle them.
+
+    With `max_tokens` (token-budget batching) a batch takes examples while its padded size, rows x
+    longest row, stays within the budget, instead of a fixed `batch_size`: short texts travel in
+    larger batches, long ones in smaller.
+    """
     order = rng.permutation(len(lengths))
     span = batch_size * window
     chunks = [order[i:i + span] for i in range(0, len(order), span)]
     order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    else:
+        batches = token_budget_cuts(order, lengths, max_tokens)
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def token_budget_cuts(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Cut `order` (sorted by length inside windows) into runs whose rows x longest row <= max_tokens;
+    an example longer than the budget travels alone."""
+    batches, start, longest = [], 0, 0
+    for position, example in enumerate(order):
+        longest_with = max(longest, int(lengths[example]))
+        if position > start and (position - start + 1) * longest_with > max_tokens:
+            batches.append(order[start:position])
+            start, longest_with = position, int(lengths[example])
+        longest = longest_with
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
 
 
 def random_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -66,6 +66,7 @@ class ModelConfig:
     max_length: int = 64  # tokens; tweets are short (99% under 64 MiniLM tokens)
     padding_side: str | None = None  # None: the model's own (right); decoders pool the last real token
     attention: str | None = None  # transformers' attn_implementation: sdpa | eager; None: its default (sdpa)
+    attention_dropout: float | None = None  # dropout on attention probabilities; None: the model's own
 
 
 @dataclass
@@ -93,12 +94,20 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # validations without val-F1 gain before stopping
     bf16: bool | None = None  # autocast to bf16; None: on where supported (CUDA bf16, AVX512-BF16, AMX)
     length_buckets: bool = True  # batches of similar length, shuffled: less padding, same randomness
+    # Token-budget batching: batches of up to this many padded tokens (rows x longest row) instead of
+    # batch_size examples; needs length_buckets. None: batch_size examples per batch.
+    batch_tokens: int | None = None
     threads: int | None = None  # torch threads; None: torch's default
     eval_batch_size: int = 128
     seed: int = 42
     grad_clip: float = 1.0
     fused_optimizer: bool = True  # torch's fused AdamW kernel; false: its per-tensor loop (slower on CPU)
     reuse_freed_memory: bool = True  # keep freed memory in the process (glibc); false: page faults every step
+
+    def __post_init__(self):
+        if self.batch_tokens is not None and (self.batch_tokens < 1 or not self.length_buckets):
+            raise ConfigError(f"train.batch_tokens={self.batch_tokens}: needs a positive token count and "
+                              "train.length_buckets: true (budgets cut length-sorted buckets)")
 
 
 @dataclass

@@ -156,33 +156,51 @@ def resolve_path(name: str) -> str:
 
 
 def load_model(name: str, num_labels: int, label_names: list[str] | None = None, seed: int = 0,
-               max_positions: int = 512, attention: str | None = None):
+               max_positions: int = 512, attention: str | None = None, attention_dropout: float | None = None):
     """The classifier for `name` with a fresh `num_labels`-way head, plus its tokenizer.
 
     The head is initialised from `seed`, so a run re-loaded later rebuilds the same base and head
-    before its saved weights are applied. `attention` picks transformers' attention implementation.
+    before its saved weights are applied. `attention` picks transformers' attention implementation;
+    `attention_dropout` replaces the dropout on attention probabilities (None: the model's own).
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     implementation = {"attn_implementation": attention} if attention else {}
 
     tokenizer = load_tokenizer(name)
     torch.manual_seed(seed)
-    if name.startswith("tiny-"):
-        config = tiny_config(name.removeprefix("tiny-"), num_labels, len(tokenizer), max_positions)
-        model = AutoModelForSequenceClassification.from_config(config, **implementation)
-    else:
-        path = resolve_path(name)
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **implementation)
-        except OSError as err:
-            raise ModelError(f"cannot load model '{name}' from {path}: {err}") from None
+    tiny = name.startswith("tiny-")
+    path = None if tiny else resolve_path(name)
+    try:
+        config = (tiny_config(name.removeprefix("tiny-"), num_labels, len(tokenizer), max_positions) if tiny
+                  else AutoConfig.from_pretrained(path, num_labels=num_labels))
+        if attention_dropout is not None:
+            set_attention_dropout(config, attention_dropout, name)
+        model = (AutoModelForSequenceClassification.from_config(config, **implementation) if tiny
+                 else AutoModelForSequenceClassification.from_pretrained(path, config=config, **implementation))
+    except OSError as err:
+        raise ModelError(f"cannot load model '{name}' from {path}: {err}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if label_names:
         model.config.id2label = dict(enumerate(label_names))
         model.config.label2id = {label: i for i, label in enumerate(label_names)}
     return model, tokenizer
+
+
+# Config attributes holding the dropout on attention probabilities: BERT/RoBERTa/MiniLM; DistilBERT,
+# OPT, GPT-Neo; GPT-2.
+ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def set_attention_dropout(config, value: float, name: str) -> None:
+    """Set the attention-probability dropout of any supported architecture. On CPU, SDPA with dropout
+    falls back from its fused kernel; at 0 the fused kernel runs (see benchmarks/results/ablation.md)."""
+    field_name = next((f for f in ATTENTION_DROPOUT_FIELDS if hasattr(config, f)), None)
+    if field_name is None:
+        raise ModelError(f"model.attention_dropout: '{name}' ({config.model_type}) has none of the config "
+                         f"fields {', '.join(ATTENTION_DROPOUT_FIELDS)}")
+    setattr(config, field_name, value)
 
 
 def head_module_names(model: nn.Module) -> list[str]:

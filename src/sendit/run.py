@@ -62,7 +62,8 @@ def encode_splits(tokenizer, splits, data: DataConfig, max_length: int) -> dict[
 def build_model(cfg: RunConfig, label_names: list[str]):
     """The base model with the method applied: the structure every saved run is loaded into."""
     model, tokenizer = load_model(cfg.model.name, len(label_names), label_names, seed=cfg.train.seed,
-                                  max_positions=max(512, cfg.model.max_length), attention=cfg.model.attention)
+                                  max_positions=max(512, cfg.model.max_length), attention=cfg.model.attention,
+                                  attention_dropout=cfg.model.attention_dropout)
     if cfg.model.padding_side:
         tokenizer.padding_side = cfg.model.padding_side
     method = get_method(cfg.method)

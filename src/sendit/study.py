@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sendit.config import (ConfigError, MethodConfig, RunConfig, StudyConfig, StudyMethodConfig, TrainConfig,
+from sendit.config import (ConfigError, MethodConfig, ModelConfig, RunConfig, StudyConfig, StudyMethodConfig, TrainConfig,
                            build, save_yaml, to_dict)
 from sendit.io import atomic_write_csv, atomic_write_text
 
@@ -86,12 +86,12 @@ def configurations(cfg: StudyConfig) -> list[PlannedRun]:
         method = MethodConfig(**{f.name: getattr(study_method, f.name) for f in dataclasses.fields(MethodConfig)})
         get_method(method)  # validates the name and options before anything runs
         where = f"methods[{index}] ({method.label or method.name}).grid"
-        points = [(point, *apply_grid_point(method, cfg.train, point, where))
+        points = [(point, *apply_grid_point(method, cfg.train, cfg.model, point, where))
                   for point in grid_points(study_method, where)]
         for size in cfg.sizes or [None]:
-            for point, method_cfg, train_cfg in points:
-                name = name_configuration(method_cfg, get_method(method_cfg).lr, train_cfg, size, point)
-                planned.append(PlannedRun(name, RunConfig(data=cfg.data, model=cfg.model, method=method_cfg,
+            for point, method_cfg, train_cfg, model_cfg in points:
+                name = name_configuration(method_cfg, get_method(method_cfg).lr, train_cfg, model_cfg, size, point)
+                planned.append(PlannedRun(name, RunConfig(data=cfg.data, model=model_cfg, method=method_cfg,
                                                           train=train_cfg), size))
     return planned
 
@@ -105,29 +105,34 @@ def grid_points(method: StudyMethodConfig, where: str) -> list[dict]:
     return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
 
 
-def apply_grid_point(method: MethodConfig, train: TrainConfig, point: dict,
-                     where: str) -> tuple[MethodConfig, TrainConfig]:
-    """The method and train configs of one grid point; a key that is neither lr, a train field nor
-    an option of the method is an error naming it."""
+# Model fields a grid may vary: those that leave tokenisation alone (a study tokenises once).
+GRID_MODEL_FIELDS = {"attention", "attention_dropout"}
+
+
+def apply_grid_point(method: MethodConfig, train: TrainConfig, model: ModelConfig, point: dict,
+                     where: str) -> tuple[MethodConfig, TrainConfig, ModelConfig]:
+    """The method, train and model configs of one grid point; a key that is neither lr, a train
+    field, an option of the method nor one of GRID_MODEL_FIELDS is an error naming it."""
     from sendit.methods import METHODS
 
     options = {f.name for f in dataclasses.fields(METHODS[method.name].Options)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed"}  # seeds come from `seeds`
-    unknown = sorted(set(point) - options - train_fields - {"lr"})
+    unknown = sorted(set(point) - options - train_fields - GRID_MODEL_FIELDS - {"lr"})
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; use lr, a train field "
-                          f"({', '.join(sorted(train_fields))}) or an option of {method.name} "
-                          f"({', '.join(sorted(options)) or 'it has none'})"
+                          f"({', '.join(sorted(train_fields))}), a model field ({', '.join(sorted(GRID_MODEL_FIELDS))}) "
+                          f"or an option of {method.name} ({', '.join(sorted(options)) or 'it has none'})"
                           + ("; seeds are the study's `seeds`" if unknown[0] == "seed" else ""))
     method_cfg = build(MethodConfig, {**to_dict(method), "lr": point.get("lr", method.lr),
                                       "options": {**method.options, **{k: point[k] for k in options & set(point)}}},
                        where)
     train_cfg = build(TrainConfig, {**to_dict(train), **{k: point[k] for k in train_fields & set(point)}}, where)
-    return method_cfg, train_cfg
+    model_cfg = build(ModelConfig, {**to_dict(model), **{k: point[k] for k in GRID_MODEL_FIELDS & set(point)}}, where)
+    return method_cfg, train_cfg, model_cfg
 
 
-def name_configuration(method: MethodConfig, lr: float | None, train: TrainConfig, size: int | None,
-                       point: dict) -> str:
+def name_configuration(method: MethodConfig, lr: float | None, train: TrainConfig, model: ModelConfig,
+                       size: int | None, point: dict) -> str:
     """A configuration id encoding every value the study varies: stable across re-runs, readable."""
     parts = [method.label or method.name]
     if size is not None:
@@ -135,7 +140,7 @@ def name_configuration(method: MethodConfig, lr: float | None, train: TrainConfi
     if lr is not None:
         parts.append(f"lr{lr:g}")
     parts += [f"bs{train.batch_size}", f"ep{train.epochs:g}"]
-    current = {**to_dict(train), **method.options}
+    current = {**to_dict(train), **to_dict(model), **method.options}
     parts += [f"{key}{_slug(current[key])}" for key in point if key not in ("lr", "batch_size", "epochs")]
     return "-".join(parts)
 

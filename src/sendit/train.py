@@ -18,7 +18,7 @@ from torch import nn
 
 from sendit.batching import Encoded, collate, length_bucketed_batches, random_batches, sorted_batches
 from sendit.config import TrainConfig
-from sendit.evaluate import autocast, classification_metrics, predict_logits
+from sendit.evaluate import bf16_inference, classification_metrics, predict_logits
 from sendit.methods.base import Method, Phase
 from sendit.models import PooledHead
 
@@ -106,17 +106,16 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = adamw(params, phase.lr, cfg)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size / acc.num_processes)
+        batches = self._epoch_batches(train)
+        # Token budgets vary the batch count a little between epochs; the first epoch's sets the schedule.
+        steps_per_epoch = math.ceil(len(batches) / acc.num_processes)
         total = self._total_steps(phase, steps_per_epoch)
         scheduler = self._scheduler(optimizer, total)
         model, optimizer = acc.prepare(self.model, optimizer)  # a prepared scheduler steps once per process
         eval_every = self._eval_every(steps_per_epoch)
-        lengths = train.lengths
         step, loss_sum, loss_count = 0, torch.zeros(()), 0
         model.train()
         while step < total:
-            batches = (length_bucketed_batches(lengths, cfg.batch_size, self.rng) if cfg.length_buckets
-                       else random_batches(len(train), cfg.batch_size, self.rng))
             for index in batches[acc.process_index::acc.num_processes]:
                 batch = {k: v.to(acc.device) for k, v in collate(train, index, **vars(self.batching)).items()}
                 loss = self.loss(model(**batch), batch, index)
@@ -140,6 +139,13 @@ class Trainer:
                         break
             if self._should_stop():
                 break
+            batches = self._epoch_batches(train) if step < total else []
+
+    def _epoch_batches(self, train: Encoded) -> list[np.ndarray]:
+        cfg = self.cfg
+        if cfg.length_buckets:
+            return length_bucketed_batches(train.lengths, cfg.batch_size, self.rng, max_tokens=cfg.batch_tokens)
+        return random_batches(len(train), cfg.batch_size, self.rng)
 
     def _head_features(self, phase: Phase, train: Encoded, val: Encoded) -> None:
         """Train the head on pooled features: one encoder pass, then many cheap head epochs."""
@@ -187,14 +193,15 @@ class Trainer:
     def _features(self, head: PooledHead, encoded: Encoded) -> torch.Tensor:
         self.model.eval()
         out = torch.empty(0)
-        for index in sorted_batches(encoded.lengths, self.cfg.eval_batch_size):
-            batch = collate(encoded, index, **vars(self.batching))
-            batch.pop("labels")
-            with autocast(self.bf16):
+        batches = sorted_batches(encoded.lengths, self.cfg.eval_batch_size)
+        with bf16_inference(self.model, self.bf16, len(batches) > 1):
+            for index in batches:
+                batch = collate(encoded, index, **vars(self.batching))
+                batch.pop("labels")
                 features = head.extract(batch)
-            if out.numel() == 0:
-                out = torch.empty((len(encoded), features.shape[1]))
-            out[torch.from_numpy(index)] = features
+                if out.numel() == 0:
+                    out = torch.empty((len(encoded), features.shape[1]))
+                out[torch.from_numpy(index)] = features
         return out
 
     def _total_steps(self, phase: Phase, steps_per_epoch: int) -> int:
