@@ -31,6 +31,9 @@ SWITCHES = {
     "freed memory kept": ("train.reuse_freed_memory=false",
                           "glibc keeps freed memory for reuse (sendit.host) instead of faulting pages in every step",
                           False),
+    "frozen weights in bf16": ("train.bf16_frozen_weights=false",
+                               "frozen linear weights stored in bf16 under bf16 training instead of cast by autocast "
+                               "in every step (methods with frozen weights; full FT has none)", False),
     "token budget (on)": ("train.batch_tokens=640",
                           "batches of up to 640 padded tokens (~32 tweets of average length) instead of 32 tweets",
                           True),

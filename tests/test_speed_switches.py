@@ -125,3 +125,37 @@ def test_attention_dropout_is_set_on_every_architecture(kind, field):
     default, _ = load_model(f"tiny-{kind}", 2)
     changed, _ = load_model(f"tiny-{kind}", 2, attention_dropout=0.25)
     assert getattr(default.config, field) != 0.25 and getattr(changed.config, field) == 0.25
+
+
+@pytest.mark.parametrize("method", ["lora", "bitfit", "ia3", "prompt_tuning"])
+def test_frozen_weights_stored_in_bf16_give_autocasts_results(tmp_path, splits, method):
+    """bf16 training keeps frozen linear weights in bf16: the values autocast casts them to anyway,
+    so a run's predictions are those of a run that keeps them in float32."""
+    def predictions(stored_in_bf16: bool) -> np.ndarray:
+        cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
+                        model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name=method, lr=1e-2),
+                        train=TrainConfig(max_steps=4, batch_size=16, bf16=True, threads=1, seed=3,
+                                          bf16_frozen_weights=stored_in_bf16))
+        execute(cfg, tmp_path / str(stored_in_bf16), splits)
+        return probabilities(pd.read_csv(tmp_path / str(stored_in_bf16) / "predictions.csv"))
+
+    np.testing.assert_allclose(predictions(True), predictions(False), rtol=0, atol=1e-6)
+
+
+def test_only_frozen_float32_linear_weights_are_cast():
+    import torch
+
+    from sendit.config import MethodConfig
+    from sendit.methods import get_method
+    from sendit.models import load_model
+    from sendit.train import frozen_linear_weights_to_bf16
+
+    model, _ = load_model("tiny-bert", 2)
+    model = get_method(MethodConfig(name="lora")).apply(model)
+    frozen_linear = sum(p.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+                        for p in m.parameters(recurse=False) if not p.requires_grad)
+    assert frozen_linear_weights_to_bf16(model) == frozen_linear > 0
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert all(dtypes[n] == torch.float32 for n, p in model.named_parameters() if p.requires_grad)  # LoRA, head
+    assert dtypes["base_model.model.bert.embeddings.word_embeddings.weight"] == torch.float32
+    assert dtypes["base_model.model.bert.encoder.layer.0.attention.self.query.base_layer.weight"] == torch.bfloat16

@@ -57,6 +57,24 @@ def adamw(params: list[nn.Parameter], lr: float, cfg: TrainConfig) -> torch.opti
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
+def frozen_linear_weights_to_bf16(model: nn.Module) -> int:
+    """Store frozen nn.Linear weights and biases in bf16; returns how many values were cast.
+
+    Under autocast every linear layer casts its float32 weight and bias to bf16 in every forward
+    pass (autocast caches casts only of trainable leaves); stored in bf16 they give the same bf16
+    values once, at half the memory. Packed quantized weights (bitsandbytes) are not float32 and
+    stay as they are; so do embeddings and norms, which autocast leaves in float32.
+    """
+    cast = 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            for param in (module.weight, module.bias):
+                if param is not None and not param.requires_grad and param.dtype == torch.float32:
+                    param.data = param.data.to(torch.bfloat16)
+                    cast += param.numel()
+    return cast
+
+
 def make_accelerator(bf16: bool):
     """An Accelerator for this run's precision. accelerate keeps one precision per process and
     refuses another, but a study (or distillation) may run fp32 and bf16 runs in turn: the
@@ -104,6 +122,8 @@ class Trainer:
 
     def _end_to_end(self, phase: Phase, train: Encoded, val: Encoded) -> None:
         acc, cfg = self.accelerator, self.cfg
+        if self.bf16 and cfg.bf16_frozen_weights and self.method.frozen_weights_in_bf16:
+            frozen_linear_weights_to_bf16(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = adamw(params, phase.lr, cfg)
         batches = self._epoch_batches(train)

@@ -38,6 +38,9 @@ class Method:
     summary: ClassVar[str]
     default_lr: ClassVar[float | None]
     Options: ClassVar[type] = NoOptions
+    # Whether frozen linear weights may be stored in bf16 under bf16 training (train.bf16_frozen_weights):
+    # not where the method reads them outside autocast's casts (DoRA's weight norm).
+    frozen_weights_in_bf16: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig):
         self.config = config
