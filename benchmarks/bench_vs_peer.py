@@ -49,7 +49,9 @@ def run(command: list[str]) -> dict:
 
 
 def train_flops(train_csv: Path, model: str, max_length: int, method: str, epochs: float) -> float:
-    """Model FLOPs of training on non-pad tokens: (2 N T + 4 L T^2 d) per forward, x3 full, x2 frozen."""
+    """Model FLOPs of training on non-pad tokens: (2 N T + 4 L T^2 d) per forward; x3 for full FT
+    (backward computes input and weight gradients), x2 where weights are frozen (input gradients only),
+    x1 for head-only (no gradient enters the encoder; the head's own FLOPs are negligible)."""
     import pandas as pd
     from transformers import AutoConfig
 
@@ -62,7 +64,7 @@ def train_flops(train_csv: Path, model: str, max_length: int, method: str, epoch
     d, layers = config.hidden_size, config.num_hidden_layers
     non_embedding = layers * (4 * d * d + 2 * d * config.intermediate_size)
     forward = 2 * non_embedding * lengths.sum() + 4 * layers * (lengths.astype(float) ** 2).sum() * d
-    return forward * (3 if method == "full" else 2) * epochs
+    return forward * {"full": 3, "head": 1}.get(method, 2) * epochs
 
 
 def main() -> None:
@@ -75,7 +77,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_vs_peer.md"))
+    ap.add_argument("--rewrite", action="store_true",
+                    help="only re-write the markdown from the measurements saved beside it (OUT with .json)")
     args = ap.parse_args()
+    if args.rewrite:
+        saved = json.loads(Path(args.out).with_suffix(".json").read_text())
+        return write_markdown(Path(args.out), saved["records"], saved["peak"], saved["commands"],
+                              argparse.Namespace(**saved["args"]))
     files = prepare_files(ROOT / "benchmarks" / "data", args.n_train, args.n_small)
     python = sys.executable
     peak = run([python, "benchmarks/matmul_peak.py", "--threads", str(args.threads)])
@@ -102,10 +110,14 @@ def main() -> None:
         seed_common[seed_common.index("--max-length") + 1] = "128"
         results["peer_seed_style"] = [run([python, str(PEER), *seed_common, "--padding", "max_length"])]
         print(method, "peer_seed_style", results["peer_seed_style"][-1], flush=True)
-        flops = train_flops(train, args.model, args.max_length, method, epochs)
+        # sendit's head-only runs the encoder once (cached features), the peer once per epoch.
+        flops = {"sendit": train_flops(train, args.model, args.max_length, method, 1 if method == "head" else epochs),
+                 "peer_best": train_flops(train, args.model, args.max_length, method, epochs)}
         records.append((method, results, flops))
         lines.append((method, " ".join(sendit_cmd), " ".join(best_cmd),
                       " ".join([python, str(PEER), *seed_common, "--padding", "max_length"])))
+    Path(args.out).with_suffix(".json").write_text(json.dumps(
+        {"peak": peak, "args": vars(args), "records": records, "commands": lines}, indent=1))
     write_markdown(Path(args.out), records, peak, lines, args)
 
 
@@ -128,7 +140,7 @@ def write_markdown(path: Path, records, peak: dict, commands, args) -> None:
     for method, results, flops in records:
         for side, runs in results.items():
             train_s = mean([r["train_s"] for r in runs])
-            mfu = flops / train_s / (peak["bf16_gflops"] * 1e9) if side != "peer_seed_style" else float("nan")
+            mfu = flops[side] / train_s / (peak["bf16_gflops"] * 1e9) if side in flops else float("nan")
             out.append(f"| {method} | {side} | {mean([r['train_examples_per_s'] for r in runs]):.1f} | "
                        f"{mean([r['infer_examples_per_s'] for r in runs]):.1f} | {mean([r['accuracy'] for r in runs]):.4f} | "
                        f"{mean([r['f1_macro'] for r in runs]):.4f} | {mean([r['peak_rss_mb'] for r in runs]):.0f} | "
