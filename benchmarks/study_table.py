@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = [("method", "method", "{}"), ("lr", "lr", "{:g}"), ("batch_size", "batch", "{:.0f}"),
+COLUMNS = [("method", "method", "{}"), ("train_size", "train n", "{:,.0f}"), ("lr", "lr", "{:g}"), ("batch_size", "batch", "{:.0f}"),
            ("seed", "seed", "{:.0f}"), ("best_val_f1", "val F1", "{:.4f}"), ("best_epoch", "best epoch", "{:g}"),
            ("test_accuracy", "test acc", "{:.4f}"),
            ("test_f1_macro", "macro-F1", "{:.4f}"), ("trainable_params", "trainable params", "{:,.0f}"),
@@ -38,9 +38,11 @@ def summary_table(summary: pd.DataFrame) -> list[str]:
     def interval(row, metric: str) -> str:
         return f"[{row[f'{metric}_ci_low']:.4f}, {row[f'{metric}_ci_high']:.4f}]"
 
-    lines = ["| method | configuration | seeds | test acc | 95% CI | macro-F1 | 95% CI |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | train n | configuration | seeds | test acc | 95% CI | macro-F1 | 95% CI |",
+             "|---|---|---|---|---|---|---|---|"]
     for _, row in summary.iterrows():
-        lines.append(f"| {row['method']} | {row['config_id']} | {row['seeds']} | {spread(row, 'test_accuracy')} | "
+        size = "-" if pd.isna(row.get("train_size")) else f"{row['train_size']:,.0f}"
+        lines.append(f"| {row['method']} | {size} | {row['config_id']} | {row['seeds']} | {spread(row, 'test_accuracy')} | "
                      f"{interval(row, 'test_accuracy')} | {spread(row, 'test_f1_macro')} | "
                      f"{interval(row, 'test_f1_macro')} |")
     return lines
@@ -67,7 +69,9 @@ def main() -> None:
     if (args.study / "pairwise.csv").exists():
         pairs = pd.read_csv(args.study / "pairwise.csv")
         lines += ["", "McNemar tests between methods (same test set):", ""]
-        lines += [f"- {v}" for v in pairs[[c for c in pairs.columns if "verdict" in c][0]]]
+        verdicts = pairs[[c for c in pairs.columns if "verdict" in c][0]]
+        sizes = pairs["train_size"] if "train_size" in pairs else pd.Series(float("nan"), index=pairs.index)
+        lines += [f"- {'' if pd.isna(n) else f'train n {n:,.0f}: '}{v}" for n, v in zip(sizes, verdicts)]
     if args.notes:
         lines += ["", args.notes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
