@@ -65,8 +65,9 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
           dry_run: bool = typer.Option(False, "--dry-run", help="List the runs without running them"),
           workers: int = typer.Option(1, "--workers", "-w", min=1,
                                       help="Runs at once on this machine, each in its own process with "
-                                           "cores // N torch threads. Pays off on many cores (e.g. 4 on a "
-                                           "16-core box); not on 2 cores, where one run already uses both."),
+                                           "cores // N torch threads. More runs per hour, each slower: on 2 "
+                                           "cores, 2 workers trained 1.35x the examples/s of one 2-thread run "
+                                           "(benchmarks/results/loop.md)."),
           ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
                                             help="Run each run as a task on a Ray cluster: `auto` (a running "
                                                  "cluster, else a new local one), `local` (a new local instance) "
