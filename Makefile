@@ -31,7 +31,7 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-# sendit vs the peer, alternating A/B; results to benchmarks/results/train_vs_peer.md (~30 min on 2 cores).
+# sendit vs the peer, alternating A/B; results to benchmarks/results/train_vs_peer.md (~40 min on 2 cores).
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_vs_peer.py
@@ -41,6 +41,13 @@ bench: setup
 .PHONY: bench-ablation
 bench-ablation: setup
 	$(PY) benchmarks/bench_ablation.py
+
+# The training loop's own cost (tiny model) vs the peer, threads, tokenisation (~5 min);
+# results to benchmarks/results/loop.md
+.PHONY: bench-loop
+bench-loop: setup
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench_loop.py
 
 # sendit serve under 1, 8 and 32 concurrent clients, 60 s each, batched vs naive (~7 min); results to
 # benchmarks/results/serve.md. RUN is a run directory, e.g. make bench-serve RUN=runs/quickstart/runs/<lora run>
