@@ -10,14 +10,13 @@ that costs accuracy is not one. Data as `make bench`'s (its prepare_files), in b
 benchmarks/results/ablation.md with the machine and the commands.
 """
 import argparse
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from bench_vs_peer import LR, ROOT, prepare_files, run
+from machine import cpu_model
 
 # name -> (override, what the switch is, whether the override turns it on: options off by default)
 SWITCHES = {
@@ -71,9 +70,7 @@ def main() -> None:
 
 
 def write_markdown(path: Path, results: dict, commands: dict, variants: dict, args) -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")),
-        platform.processor())
+    cpu = cpu_model()
     lines = [f"# Each speed-up alone: sendit with one switch changed ({args.reps} alternating repetitions)", "",
              f"Machine: {cpu}, torch threads {args.threads}. Data: benchmarks/data/ablation (cleaned Sentiment140), "
              f"train {args.n_train:,} tweets, 1 epoch, batch 32, max length {args.max_length}.", "",

@@ -14,9 +14,7 @@
 Data as `make bench`'s (benchmarks/data). Writes benchmarks/results/loop.md with the machine and commands.
 """
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench_vs_peer import LR, PEER, ROOT, prepare_files, run
+from bench_vs_peer import LR, PEER, ROOT, prepare_files, result_line, run
+from machine import cpu_model
 
 
 def tiny_model_dir(out: Path) -> Path:
@@ -73,12 +72,11 @@ def threads(files: dict, args) -> list[str]:
     for rep in range(args.reps):
         rows["2 threads"].append(run(command(2))["train_examples_per_s"])
         rows["1 thread"].append(run(command(1))["train_examples_per_s"])
-        pair = [subprocess.Popen(command(1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        pair = [subprocess.Popen(command(1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
-        outputs = [p.communicate()[0] for p in pair]
+        outputs = [(p, *p.communicate()) for p in pair]
         rows["two 1-thread runs at once (sum)"].append(sum(
-            json.loads([line for line in out.splitlines() if line.startswith("{")][-1])["train_examples_per_s"]
-            for out in outputs))
+            result_line(command(1), p.returncode, out, err)["train_examples_per_s"] for p, out, err in outputs))
         print("threads", {k: v[-1] for k, v in rows.items()}, flush=True)
     return ["## 2. Threads (minilm, full fine-tuning)", "",
             f"{len(pd.read_csv(files['small'])):,} tweets, 1 epoch, batch 32, mean of {args.reps}.", "",
@@ -119,9 +117,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loop.md"))
     args = ap.parse_args()
     files = prepare_files(ROOT / "benchmarks" / "data", 6000, 1000)
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")),
-        platform.processor())
+    cpu = cpu_model()
     with tempfile.TemporaryDirectory() as work:
         lines = ["# Around the matrix multiplies: loop, threads, tokenisation", "",
                  f"Machine: {cpu}, {os.cpu_count()} cores. Command: `python benchmarks/bench_loop.py "

@@ -13,7 +13,6 @@ CPU is part of the cost, for both servers alike.
 import argparse
 import asyncio
 import os
-import platform
 import shlex
 import socket
 import subprocess
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,13 +157,7 @@ def measure(run: Path, naive: bool, batches: list[list[str]], levels: list[int],
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    except OSError:
-        lscpu = []
-    cpu = next((line.split(":", 1)[1].strip() for line in lscpu if line.startswith("Model name")),
-               platform.processor() or platform.machine())
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def report(rows: list[dict], load_peaks: dict, args, run_info: str) -> str:

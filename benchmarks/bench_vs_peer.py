@@ -10,13 +10,14 @@ to benchmarks/results/train_vs_peer.md with the machine and the commands.
 """
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT.parent / "shared" / "peer" / "trainer_baseline.py"
@@ -42,9 +43,14 @@ def prepare_files(out: Path, n_train: int, n_small: int) -> dict[str, Path]:
 
 def run(command: list[str]) -> dict:
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
+    return result_line(command, done.returncode, done.stdout, done.stderr)
+
+
+def result_line(command: list[str], returncode: int, stdout: str, stderr: str) -> dict:
+    """The JSON result line a benchmark side prints last; a failed or silent command stops the benchmark."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if returncode or not lines:
+        raise SystemExit(f"failed: {' '.join(command)}\n{stderr[-3000:]}")
     return json.loads(lines[-1])
 
 
@@ -111,8 +117,8 @@ def main() -> None:
         results["peer_seed_style"] = [run([python, str(PEER), *seed_common, "--padding", "max_length"])]
         print(method, "peer_seed_style", results["peer_seed_style"][-1], flush=True)
         # sendit's head-only runs the encoder once (cached features), the peer once per epoch.
-        flops = {"sendit": train_flops(train, args.model, args.max_length, method, 1 if method == "head" else epochs),
-                 "peer_best": train_flops(train, args.model, args.max_length, method, epochs)}
+        epoch_flops = train_flops(train, args.model, args.max_length, method, 1)
+        flops = {"sendit": epoch_flops * (1 if method == "head" else epochs), "peer_best": epoch_flops * epochs}
         records.append((method, results, flops))
         lines.append((method, " ".join(sendit_cmd), " ".join(best_cmd),
                       " ".join([python, str(PEER), *seed_common, "--padding", "max_length"])))
@@ -126,8 +132,7 @@ def mean(values):
 
 
 def write_markdown(path: Path, records, peak: dict, commands, args) -> None:
-    cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True)
-                .stdout.splitlines() if l.startswith("Model name")), platform.processor())
+    cpu = cpu_model()
     out = [f"# sendit vs the peer (HF Trainer + PEFT), {time.strftime('%Y-%m-%d')}", "",
            f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
            f"torch threads {args.threads}. Matmul peak measured in this run: fp32 {peak['fp32_gflops']} GFLOP/s, "

@@ -16,11 +16,12 @@ adapter run, the adapter and head only).
 import argparse
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from machine import cpu_model
 
 
 def measure_speed(teacher: Path, student_runs: list[Path], texts: list[str], batch_size: int) -> dict:
@@ -89,8 +90,7 @@ def main() -> None:
     ap.add_argument("--measure", action="store_true", help="re-measure inference speed now (idle machine)")
     ap.add_argument("--notes", default="")
     args = ap.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    cpu = cpu_model()
     lines = ["# Distillation on minilm: a 3-layer student with and without the teacher's soft targets", "",
              f"Machine: {cpu}, {os.cpu_count()} cores.", ""]
     for title, *directories in args.task:

@@ -11,12 +11,12 @@ table to benchmarks/results/profile_<method>.md.
 """
 import argparse
 import os
-import platform
 import re
-import subprocess
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+
+from machine import cpu_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,9 +73,7 @@ def main() -> None:
             totals[group_of(event.key)] += event.self_cpu_time_total
             top.append((event.self_cpu_time_total, event.key, event.count))
     whole = sum(totals.values())
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")),
-        platform.processor())
+    cpu = cpu_model()
     lines = [f"# Where the time of `{args.method}` training goes ({args.model}, torch.profiler)", "",
              f"Machine: {cpu}, torch threads {args.threads}, bf16 autocast {row['bf16']}. {args.steps} steps of batch "
              f"{args.batch_size} on benchmarks/data/train.csv through `sendit.run.execute` (load, train, 64 test "

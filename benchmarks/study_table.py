@@ -6,10 +6,11 @@
 """
 import argparse
 import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
+
+from machine import cpu_model
 
 COLUMNS = [("method", "method", "{}"), ("train_size", "train n", "{:,.0f}"), ("lr", "lr", "{:g}"), ("batch_size", "batch", "{:.0f}"),
            ("seed", "seed", "{:.0f}"), ("best_val_f1", "val F1", "{:.4f}"), ("best_epoch", "best epoch", "{:g}"),
@@ -21,9 +22,7 @@ COLUMNS = [("method", "method", "{}"), ("train_size", "train n", "{:,.0f}"), ("l
 
 
 def machine() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in lscpu if line.startswith("Model name")), "?")
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def cell(value, fmt: str) -> str:
