@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from sendit.config import (ConfigError, MethodConfig, ModelConfig, RunConfig, StudyConfig, StudyMethodConfig, TrainConfig,
-                           build, save_yaml, to_dict)
+from sendit.config import (ConfigError, MethodConfig, ModelConfig, RunConfig, StudyConfig, StudyMethodConfig,
+                           TrainConfig, build, save_yaml, to_dict)
 from sendit.io import atomic_write_csv, atomic_write_text
 
 if TYPE_CHECKING:
