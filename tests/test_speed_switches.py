@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sendit.artifacts import load
 from sendit.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-from sendit.run import execute, load
+from sendit.run import execute
 
 
 def train(tmp_path, splits, name: str, attention=None, fused=True, lr=1e-2):

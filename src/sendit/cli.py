@@ -51,7 +51,7 @@ def _guard(call):
     from sendit.config import ConfigError
     from sendit.data import DataError
     from sendit.models import ModelError
-    from sendit.run import RunError
+    from sendit.artifacts import RunError
 
     try:
         return call()
@@ -145,6 +145,7 @@ def train(dataset: str = typer.Option("sentiment140", help="Registry name (senti
     _quiet()
     from sendit.config import RunConfig, apply_overrides, build
     from sendit.data import prepare
+    from sendit.distill import loss_for
     from sendit.run import execute
     from sendit.table import COST, results_table
 
@@ -155,7 +156,7 @@ def train(dataset: str = typer.Option("sentiment140", help="Registry name (senti
         "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed}}, overrides or [])
     cfg = _guard(lambda: build(RunConfig, values))
     splits = _guard(lambda: prepare(cfg.data))
-    row = _guard(lambda: execute(cfg, out, splits))
+    row = _guard(lambda: execute(cfg, out, splits, make_loss=loss_for(cfg, splits)))
     if row:
         import pandas as pd
 
@@ -227,8 +228,9 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     from sendit.data import parse_split_name, split_of
     from sendit.data.datasets import check_independent
     from sendit.data.inputs import encode_inputs
+    from sendit.artifacts import load
     from sendit.evaluate import classification_metrics, predict_logits
-    from sendit.run import batching_for, load, use_bf16
+    from sendit.run import batching_for, use_bf16
 
     model, tokenizer, cfg = _guard(lambda: load(run))
     data = cfg.data
@@ -267,8 +269,8 @@ def predict(run: Path = typer.Argument(..., help="A run directory"),
     if output not in OUTPUTS:
         _fail(f"--output {output!r}: one of {', '.join(OUTPUTS)}")
     _quiet()
+    from sendit.artifacts import load
     from sendit.predict import predict_texts, progress, read_texts, skip_bitsandbytes
-    from sendit.run import load
 
     items = _guard(lambda: read_texts(texts or [], file, text_column, sys.stdin))
     if not items:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from sendit.config import DistillConfig
+from sendit.config import DistillConfig, RunConfig
 from sendit.data.inputs import encode_inputs
 from sendit.evaluate import predict_logits
 from sendit.io import atomic_write
@@ -48,7 +48,8 @@ def teacher_logits(cfg: DistillConfig, texts: list[str], batch_size: int = 128) 
     """The teacher's logits on `texts` (in order), from the cache when present; (logits, was_cached)."""
     from safetensors.torch import load_file, save_file
 
-    from sendit.run import batching_for, load, use_bf16
+    from sendit.artifacts import load
+    from sendit.run import batching_for, use_bf16
 
     teacher_dir = Path(cfg.teacher)
     model, tokenizer, teacher_cfg = load(teacher_dir)
@@ -73,12 +74,26 @@ def distillation_loss(cfg: DistillConfig, logits_by_example: torch.Tensor):
     return loss
 
 
+def loss_for(cfg: RunConfig, splits):
+    """`run.execute`'s make_loss for `cfg`: KD against the teacher's logits on the training texts
+    when cfg.distill is set, else None (the model's own cross-entropy)."""
+    if cfg.distill is None:
+        return None
+
+    def make_loss():
+        soft_targets, _ = teacher_logits(cfg.distill, splits.train["text"].tolist(), cfg.train.eval_batch_size)
+        return distillation_loss(cfg.distill, soft_targets)
+
+    return make_loss
+
+
 def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     """Forward-pass examples/s of a saved run in bf16 on length-sorted batches (tokenising excluded),
     in its deployed form: a LoRA/DoRA/IA3 adapter folded into the weights (same function, no extra
     matmuls); parameters counted before folding."""
+    from sendit.artifacts import load
     from sendit.models import count_parameters
-    from sendit.run import batching_for, load
+    from sendit.run import batching_for
 
     model, tokenizer, cfg = load(run_dir)
     _, total = count_parameters(model)
@@ -104,7 +119,7 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
     import pandas as pd
     from dataclasses import replace
 
-    from sendit.config import ModelConfig, RunConfig, load_run, save_yaml
+    from sendit.config import ModelConfig, load_run, save_yaml
     from sendit.data import prepare
     from sendit.run import execute
     from sendit.study import is_done, write_results
@@ -122,7 +137,7 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
                 continue
             cfg = RunConfig(data=data, model=model, method=replace(method, label=variant),
                             train=replace(train, seed=seed), distill=distill)
-            row = execute(cfg, run_dir, splits)
+            row = execute(cfg, run_dir, splits, make_loss=loss_for(cfg, splits))
             if console:
                 console.print(f"  {run_dir.name}: test acc {row['test_accuracy']:.4f}, F1 {row['test_f1_macro']:.4f}")
     results = write_results(out)
@@ -136,8 +151,9 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
 
 
 def _evaluate_teacher(teacher: Path, splits) -> dict:
+    from sendit.artifacts import load
     from sendit.evaluate import classification_metrics
-    from sendit.run import batching_for, load, use_bf16
+    from sendit.run import batching_for, use_bf16
 
     model, tokenizer, cfg = load(teacher)
     encoded = encode_inputs(tokenizer, splits.test["text"].tolist(), splits.test["label"].to_numpy(), cfg.data,

@@ -175,7 +175,7 @@ def _run_on_ray(planned: PlannedRun, data: StudyData) -> tuple[dict, dict[str, b
 def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
     """Write a run's files atomically, metrics.json last: until then the run does not count as done."""
     from sendit.io import atomic_write
-    from sendit.run import METRICS_FILE
+    from sendit.artifacts import METRICS_FILE
 
     for name in sorted(files, key=lambda name: name == METRICS_FILE):
         atomic_write(run_dir / name, lambda tmp: tmp.write_bytes(files[name]))

@@ -250,7 +250,7 @@ def subset_rows(train: pd.DataFrame, size: int, seed: int) -> np.ndarray:
 # -- running --------------------------------------------------------------------------------------
 
 def is_done(run_dir: Path) -> bool:
-    from sendit.run import METRICS_FILE
+    from sendit.artifacts import METRICS_FILE
 
     return (run_dir / METRICS_FILE).is_file()
 

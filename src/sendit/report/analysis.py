@@ -275,7 +275,7 @@ def negation_accuracy(study: Study) -> pd.DataFrame:
 def subset_accuracy(study: Study) -> pd.DataFrame | None:
     """Accuracy on the test set beside the source's extra evaluation sets (SemEval's sarcasm tweets),
     when every selected run scored them (`EXTRA_PREDICTIONS_FILE`, column `subset`)."""
-    from sendit.run import EXTRA_PREDICTIONS_FILE
+    from sendit.artifacts import EXTRA_PREDICTIONS_FILE
 
     if not all((study.run_dir(m) / EXTRA_PREDICTIONS_FILE).is_file() for m in study.methods):
         return None
