@@ -75,7 +75,7 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
                                                  "(default 1). Needs `pip install 'sendit\\[ray]'`.")):
     """Run a comparative study (methods x grid x seeds x sizes), resumable; save results and statistics."""
     from sendit.config import load_study
-    from sendit.study import plan
+    from sendit.plan import plan
 
     cfg = _guard(lambda: load_study(config, overrides or []))
     if dry_run:

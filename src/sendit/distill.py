@@ -122,7 +122,7 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
     from sendit.config import ModelConfig, load_run, save_yaml
     from sendit.data import prepare
     from sendit.run import execute
-    from sendit.study import is_done, write_results
+    from sendit.results import is_done, write_results
 
     teacher_cfg = load_run(teacher / "config.yaml")
     kd = replace(kd or DistillConfig(), teacher=str(teacher))

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from sendit.config import ConfigError, RunConfig
-from sendit.study import PlannedRun, StudyData
+from sendit.plan import PlannedRun, StudyData
 
 Finished = Iterator[tuple[PlannedRun, dict]]
 
