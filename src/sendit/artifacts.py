@@ -17,7 +17,7 @@ import torch
 
 from sendit.config import RunConfig, load_run
 from sendit.evaluate import softmax
-from sendit.io import atomic_write, atomic_write_text
+from sendit.io import atomic_write, atomic_write_json
 from sendit.methods import get_method
 from sendit.models import load_model
 
@@ -47,14 +47,7 @@ def build_model(cfg: RunConfig, label_names: list[str]):
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
     """Write metrics.json, the file that marks a run finished, with the format version."""
-    metrics = {**metrics, "format_version": FORMAT_VERSION}
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=1, default=_json_default))
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+    atomic_write_json(run_dir / METRICS_FILE, {**metrics, "format_version": FORMAT_VERSION})
 
 
 def prediction_frame(texts, labels: np.ndarray, logits: np.ndarray, label_names: list[str]) -> pd.DataFrame:

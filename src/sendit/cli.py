@@ -27,18 +27,13 @@ SetOption = typer.Option(None, "--set", "-s", help="Override a config field: KEY
 
 
 def _quiet() -> None:
-    """Silence library chatter (load reports, a bitsandbytes notice) that buries our output."""
+    """Our own log lines as plain messages; library chatter that buries them silenced."""
     import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
+    from sendit.logs import quiet_libraries
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("transformers", "peft", "accelerate", "bitsandbytes", "httpx"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
 
 
 def _fail(message: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sendit.io import atomic_write_csv, atomic_write_text
+from sendit.io import atomic_write_csv, atomic_write_json
 
 # results.csv: one row per run, these columns first (DESIGN.md), then everything else a run reports.
 RESULT_COLUMNS = ["run_id", "method", "lr", "batch_size", "epochs", "seed", "best_val_f1", "val_accuracy",
@@ -156,7 +156,7 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
                    "chi-square with continuity correction; between the best runs, on the same test set",
         "alpha": ALPHA, "configurations": configurations, "methods": summary, "pairs": pairs.to_dict("records"),
     }
-    atomic_write_text(directory / "statistics.json", json.dumps(statistics, indent=1, default=_json_value))
+    atomic_write_json(directory / "statistics.json", statistics)
     atomic_write_csv(directory / "summary.csv", pd.DataFrame(summary))
     atomic_write_csv(directory / "pairwise.csv", pairs)
     return statistics
@@ -194,9 +194,3 @@ def _predictions(directory: Path, run_ids) -> tuple[np.ndarray, np.ndarray]:
 
 def _num_classes(directory: Path, run_id: str) -> int:
     return len(json.loads((directory / "runs" / run_id / "metrics.json").read_text())["label_names"])
-
-
-def _json_value(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return None if np.isnan(value) else value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
