@@ -62,7 +62,7 @@ def test_bf16_weights_for_inference_match_autocast_and_are_restored(splits, kind
     from sendit.batching import encode
     from sendit.evaluate import predict_logits
     from sendit.models import load_model
-    from sendit.run import batching_for
+    from sendit.artifacts import batching_for
 
     model, tokenizer = load_model(f"tiny-{kind}", 2, seed=5)
     encoded = encode(tokenizer, splits.test.text.tolist(), splits.test.label.to_numpy(), 32)

@@ -9,17 +9,24 @@ written before the format had a version have none and are read as version 1 (the
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from sendit.config import RunConfig, load_run
-from sendit.evaluate import softmax
+from sendit.batching import Encoded
+from sendit.config import DataConfig, RunConfig, load_run
+from sendit.data import SOURCES
+from sendit.data.clean import clean_series
+from sendit.data.inputs import encode_inputs
+from sendit.evaluate import predict_logits, softmax
 from sendit.io import atomic_write, atomic_write_json
+from sendit.measure import bf16_supported
 from sendit.methods import get_method
 from sendit.models import load_model
+from sendit.train import Batching
 
 FORMAT_VERSION = 1  # raise it when a file changes in a way an older sendit cannot read
 ADAPTER_FILE = "adapter.safetensors"
@@ -43,6 +50,14 @@ def build_model(cfg: RunConfig, label_names: list[str]):
         tokenizer.padding_side = cfg.model.padding_side
     method = get_method(cfg.method)
     return method.apply(model), tokenizer, method
+
+
+def use_bf16(cfg: RunConfig) -> bool:
+    return bf16_supported() if cfg.train.bf16 is None else cfg.train.bf16
+
+
+def batching_for(tokenizer, model) -> Batching:
+    return Batching(pad_id=tokenizer.pad_token_id, left_pad=tokenizer.padding_side == "left")
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
@@ -113,3 +128,46 @@ def load(run_dir: str | Path):
                                f"the model expects {tuple(params[name].shape)}")
             params[name].copy_(tensor)
     return model.eval(), tokenizer, cfg
+
+
+@dataclass
+class Predictor:
+    """A saved run ready to label texts: encoded, batched by length and run in the precision of its
+    evaluation, the one way `sendit eval`, `sendit predict`, serving and distillation use a run."""
+
+    model: object
+    tokenizer: object
+    cfg: RunConfig
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> "Predictor":
+        return cls(*load(run_dir))
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.cfg.data.label_names
+
+    def clean(self, texts: list[str]) -> list[str]:
+        """New texts cleaned exactly as the run's training data was."""
+        data = self.cfg.data
+        given = pd.Series(texts, dtype="string").fillna("")
+        # Denoise only what training denoised: not IMDb/SST-2 reviews, nor texts with a marked target.
+        cleaned = clean_series(given, data.clean) if SOURCES[data.dataset].clean else given.str.strip()
+        return cleaned.tolist()
+
+    def encode(self, texts: list[str], labels: np.ndarray | None = None, data: DataConfig | None = None) -> Encoded:
+        """Token ids as the run's training made them (`data`: another dataset's config); labels default to 0."""
+        labels = np.zeros(len(texts), dtype=np.int64) if labels is None else labels
+        return encode_inputs(self.tokenizer, texts, labels, data or self.cfg.data, self.cfg.model.max_length)
+
+    def logits(self, encoded: Encoded, batch_size: int | None = None, bf16: bool | None = None,
+               on_batch=None) -> tuple[np.ndarray, float]:
+        """(logits, seconds the forward passes took); batch size and precision default to the run's evaluation's."""
+        return predict_logits(self.model, encoded, self.cfg.train.eval_batch_size if batch_size is None else batch_size,
+                              use_bf16(self.cfg) if bf16 is None else bf16,
+                              **vars(batching_for(self.tokenizer, self.model)), on_batch=on_batch)
+
+    def predict(self, texts: list[str], batch_size: int | None = None, bf16: bool | None = None,
+                on_batch=None) -> np.ndarray:
+        """Logits of new texts, one row per text: cleaned, tokenised and batched as in evaluation."""
+        return self.logits(self.encode(self.clean(texts)), batch_size, bf16, on_batch)[0]

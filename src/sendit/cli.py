@@ -220,14 +220,13 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     _quiet()
     from dataclasses import replace
 
+    from sendit.artifacts import Predictor
     from sendit.data import parse_split_name, split_of
     from sendit.data.datasets import check_independent
-    from sendit.data.inputs import encode_inputs
-    from sendit.artifacts import load
-    from sendit.evaluate import classification_metrics, predict_logits
-    from sendit.run import batching_for, use_bf16
+    from sendit.evaluate import classification_metrics
 
-    model, tokenizer, cfg = _guard(lambda: load(run))
+    predictor = _guard(lambda: Predictor.from_run(run))
+    cfg = predictor.cfg
     data = cfg.data
     split = "test"
     if dataset:
@@ -239,10 +238,8 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     frame, label_names = _guard(lambda: split_of(data, split))
     if list(label_names) != list(cfg.data.label_names):
         _fail(f"labels of {data.dataset} {label_names} differ from the run's {cfg.data.label_names}")
-    encoded = _guard(lambda: encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), data,
-                                           cfg.model.max_length))
-    logits, seconds = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
-                                     **vars(batching_for(tokenizer, model)))
+    encoded = _guard(lambda: predictor.encode(frame["text"].tolist(), frame["label"].to_numpy(), data))
+    logits, seconds = predictor.logits(encoded)
     metrics = classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
     console.print(f"{run} on {data.dataset}:{split} ({len(frame):,} examples, {seconds:.1f} s)")
     for key in ("accuracy", "f1_macro", "f1_weighted", "recall_macro"):

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from sendit.artifacts import Predictor
 from sendit.config import DistillConfig, RunConfig
-from sendit.data.inputs import encode_inputs
-from sendit.evaluate import predict_logits
 from sendit.io import atomic_write
 from sendit.models import cache_dir
 
@@ -48,17 +47,13 @@ def teacher_logits(cfg: DistillConfig, texts: list[str], batch_size: int = 128) 
     """The teacher's logits on `texts` (in order), from the cache when present; (logits, was_cached)."""
     from safetensors.torch import load_file, save_file
 
-    from sendit.artifacts import load
-    from sendit.run import batching_for, use_bf16
-
     teacher_dir = Path(cfg.teacher)
-    model, tokenizer, teacher_cfg = load(teacher_dir)
-    path = cache_dir() / "teacher_logits" / f"{cache_key(teacher_dir, texts, tokenizer, teacher_cfg.model.max_length)}.safetensors"
+    teacher = Predictor.from_run(teacher_dir)
+    key = cache_key(teacher_dir, texts, teacher.tokenizer, teacher.cfg.model.max_length)
+    path = cache_dir() / "teacher_logits" / f"{key}.safetensors"
     if path.is_file():
         return load_file(str(path))["logits"], True
-    encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), teacher_cfg.data,
-                            teacher_cfg.model.max_length)
-    logits, _ = predict_logits(model, encoded, batch_size, use_bf16(teacher_cfg), **vars(batching_for(tokenizer, model)))
+    logits, _ = teacher.logits(teacher.encode(texts), batch_size)
     tensor = torch.from_numpy(logits)
     atomic_write(path, lambda tmp: save_file({"logits": tensor}, str(tmp)))
     return tensor, False
@@ -91,18 +86,17 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     """Forward-pass examples/s of a saved run in bf16 on length-sorted batches (tokenising excluded),
     in its deployed form: a LoRA/DoRA/IA3 adapter folded into the weights (same function, no extra
     matmuls); parameters counted before folding."""
-    from sendit.artifacts import load
-    from sendit.models import count_parameters
-    from sendit.run import batching_for
+    from dataclasses import replace
 
-    model, tokenizer, cfg = load(run_dir)
-    _, total = count_parameters(model)
-    model = merged(model)
-    encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), cfg.data, cfg.model.max_length)
-    predict_logits(model, encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, True,
-                   **vars(batching_for(tokenizer, model)))  # warm-up
-    _, seconds = predict_logits(model, encoded, batch_size, True, **vars(batching_for(tokenizer, model)))
-    return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": cfg.model.name}
+    from sendit.models import count_parameters
+
+    predictor = Predictor.from_run(run_dir)
+    _, total = count_parameters(predictor.model)
+    predictor = replace(predictor, model=merged(predictor.model))
+    encoded = predictor.encode(texts)
+    predictor.logits(encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, True)  # warm-up
+    _, seconds = predictor.logits(encoded, batch_size, True)
+    return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": predictor.cfg.model.name}
 
 
 def merged(model):
@@ -151,16 +145,12 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
 
 
 def _evaluate_teacher(teacher: Path, splits) -> dict:
-    from sendit.artifacts import load
     from sendit.evaluate import classification_metrics
-    from sendit.run import batching_for, use_bf16
 
-    model, tokenizer, cfg = load(teacher)
-    encoded = encode_inputs(tokenizer, splits.test["text"].tolist(), splits.test["label"].to_numpy(), cfg.data,
-                            cfg.model.max_length)
-    logits, _ = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
-                               **vars(batching_for(tokenizer, model)))
-    return classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
+    predictor = Predictor.from_run(teacher)
+    encoded = predictor.encode(splits.test["text"].tolist(), splits.test["label"].to_numpy())
+    logits, _ = predictor.logits(encoded)
+    return classification_metrics(encoded.labels, logits.argmax(-1), predictor.label_names)
 
 
 def summarise(results, teacher_eval: dict, speed: dict, teacher: Path, out: Path):

@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, EXTRA_PREDICTIONS_FILE, build_model, prediction_frame,
-                              save_trained, write_metrics)
+from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, EXTRA_PREDICTIONS_FILE, batching_for, build_model,
+                              prediction_frame, save_trained, use_bf16, write_metrics)
 from sendit.batching import Encoded
 from sendit.config import DataConfig, RunConfig, save_yaml
 from sendit.data.inputs import encode_inputs
 from sendit.evaluate import classification_metrics, predict_logits
 from sendit.host import keep_freed_memory
 from sendit.io import atomic_write_csv
-from sendit.measure import bf16_supported, file_mb, peak_memory_mb, reset_peak_memory, rss_mb
+from sendit.measure import file_mb, peak_memory_mb, reset_peak_memory, rss_mb
 from sendit.models import count_parameters
 from sendit.train import Batching, LossHook, ProgressHook, Trainer
 
@@ -32,14 +32,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def use_bf16(cfg: RunConfig) -> bool:
-    return bf16_supported() if cfg.train.bf16 is None else cfg.train.bf16
-
-
-def batching_for(tokenizer, model) -> Batching:
-    return Batching(pad_id=tokenizer.pad_token_id, left_pad=tokenizer.padding_side == "left")
 
 
 def encode_splits(tokenizer, splits, data: DataConfig, max_length: int) -> dict[str, Encoded]:
