@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from sendit.config import ConfigError, StudyConfig, load_study, save_yaml
-from sendit.study import plan
+from sendit.plan import plan
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from sendit.artifacts import load
 from sendit.config import DistillConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-from sendit.distill import kd_loss, teacher_logits
-from sendit.run import execute, load
+from sendit.distill import kd_loss, loss_for, teacher_logits
+from sendit.run import execute
 
 
 def test_kd_loss_matches_a_hand_computation():
@@ -81,7 +82,7 @@ def test_student_trains_with_kd_and_shrunk_model_loads_and_predicts(teacher_run,
     cfg = RunConfig(model=ModelConfig(name=str(small), max_length=32), method=MethodConfig(name="full", lr=1e-3),
                     train=TrainConfig(max_steps=4, batch_size=16, bf16=False),
                     distill=DistillConfig(teacher=str(teacher_run)))
-    row = execute(cfg, tmp_path / "kd", splits)
+    row = execute(cfg, tmp_path / "kd", splits, make_loss=loss_for(cfg, splits))
     assert 0 <= row["test_accuracy"] <= 1 and row["trainable_params"] == count_parameters(model)[1]
     reloaded, _, saved = load(tmp_path / "kd")
     assert saved.distill.teacher == str(teacher_run)

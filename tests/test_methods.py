@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from conftest import TINY_ARCHS, synthetic_frame
+from sendit.artifacts import ADAPTER_FILE, build_model, load, save_trained
 from sendit.batching import collate, encode
 from sendit.config import ConfigError, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, save_yaml
 from sendit.methods import METHODS, get_method
 from sendit.models import PooledHead, load_model, load_tokenizer
-from sendit.run import ADAPTER_FILE, build_model, execute, load, save_trained
+from sendit.run import execute
 from sendit.train import Batching, Trainer
 
 ALL_METHODS = ["bitfit", "dora", "full", "head", "ia3", "lora", "prompt_tuning", "qlora", "two_phase", "zero_shot"]

@@ -3,9 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sendit.artifacts import load
 from sendit.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
 from sendit.methods import METHODS
-from sendit.run import execute, load
+from sendit.run import execute
 
 pytestmark = pytest.mark.slow
 

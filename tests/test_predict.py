@@ -13,12 +13,12 @@ import yaml
 from conftest import LABELS, eval_probabilities, tiny_data, tiny_run
 from typer.testing import CliRunner
 
+from sendit.artifacts import batching_for, load, use_bf16
 from sendit.batching import encode
 from sendit.cli import app
 from sendit.data import DataError
 from sendit.evaluate import predict_logits, softmax
 from sendit.predict import predict_probabilities, read_texts
-from sendit.run import batching_for, load, use_bf16
 
 runner = CliRunner()
 # bf16 keeps 8 significant bits: a different batch shape may change the order of bf16 accumulations, so

@@ -10,11 +10,11 @@ import yaml
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
+from sendit.artifacts import EXTRA_PREDICTIONS_FILE
 from sendit.cli import app
 from sendit.report import ReportError, analyse, load_study, track, write_report
 from sendit.report.analysis import has_negation
-from sendit.run import EXTRA_PREDICTIONS_FILE
-from sendit.study import write_results
+from sendit.results import write_results
 
 LABELS = ["negative", "positive"]
 TEXTS = ["i dont like mondays", "not bad at all", "what a great day", "cant wait for the weekend", "so tired of this",

@@ -13,9 +13,9 @@ from conftest import LABELS, eval_probabilities, tiny_data, tiny_run
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from sendit.artifacts import load
 from sendit.cli import app as cli
 from sendit.predict import predict_probabilities
-from sendit.run import load
 from sendit.serve import Settings, create_app, frozen_base, parse_runs
 
 runner = CliRunner()

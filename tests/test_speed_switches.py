@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sendit.artifacts import load
 from sendit.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-from sendit.run import execute, load
+from sendit.run import execute
 
 
 def train(tmp_path, splits, name: str, attention=None, fused=True, lr=1e-2):
@@ -61,7 +62,7 @@ def test_bf16_weights_for_inference_match_autocast_and_are_restored(splits, kind
     from sendit.batching import encode
     from sendit.evaluate import predict_logits
     from sendit.models import load_model
-    from sendit.run import batching_for
+    from sendit.artifacts import batching_for
 
     model, tokenizer = load_model(f"tiny-{kind}", 2, seed=5)
     encoded = encode(tokenizer, splits.test.text.tolist(), splits.test.label.to_numpy(), 32)

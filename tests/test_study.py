@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from sendit.cli import app
 from sendit.config import ConfigError, load_study
-from sendit.study import NOTEBOOK_COLUMNS, RESULT_COLUMNS, collect, plan, select
+from sendit.plan import plan
+from sendit.results import NOTEBOOK_COLUMNS, RESULT_COLUMNS, collect, select
 
 runner = CliRunner()
 METHODS = ["zero_shot", "head", "bitfit", "lora", "full"]

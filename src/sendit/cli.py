@@ -27,18 +27,13 @@ SetOption = typer.Option(None, "--set", "-s", help="Override a config field: KEY
 
 
 def _quiet() -> None:
-    """Silence library chatter (load reports, a bitsandbytes notice) that buries our output."""
+    """Our own log lines as plain messages; library chatter that buries them silenced."""
     import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
+    from sendit.logs import quiet_libraries
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("transformers", "peft", "accelerate", "bitsandbytes", "httpx"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
 
 
 def _fail(message: str) -> None:
@@ -51,7 +46,7 @@ def _guard(call):
     from sendit.config import ConfigError
     from sendit.data import DataError
     from sendit.models import ModelError
-    from sendit.run import RunError
+    from sendit.artifacts import RunError
 
     try:
         return call()
@@ -75,7 +70,7 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
                                                  "(default 1). Needs `pip install 'sendit\\[ray]'`.")):
     """Run a comparative study (methods x grid x seeds x sizes), resumable; save results and statistics."""
     from sendit.config import load_study
-    from sendit.study import plan
+    from sendit.plan import plan
 
     cfg = _guard(lambda: load_study(config, overrides or []))
     if dry_run:
@@ -145,6 +140,7 @@ def train(dataset: str = typer.Option("sentiment140", help="Registry name (senti
     _quiet()
     from sendit.config import RunConfig, apply_overrides, build
     from sendit.data import prepare
+    from sendit.distill import loss_for
     from sendit.run import execute
     from sendit.table import COST, results_table
 
@@ -155,7 +151,7 @@ def train(dataset: str = typer.Option("sentiment140", help="Registry name (senti
         "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed}}, overrides or [])
     cfg = _guard(lambda: build(RunConfig, values))
     splits = _guard(lambda: prepare(cfg.data))
-    row = _guard(lambda: execute(cfg, out, splits))
+    row = _guard(lambda: execute(cfg, out, splits, make_loss=loss_for(cfg, splits)))
     if row:
         import pandas as pd
 
@@ -224,13 +220,13 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     _quiet()
     from dataclasses import replace
 
+    from sendit.artifacts import Predictor
     from sendit.data import parse_split_name, split_of
     from sendit.data.datasets import check_independent
-    from sendit.data.inputs import encode_inputs
-    from sendit.evaluate import classification_metrics, predict_logits
-    from sendit.run import batching_for, load, use_bf16
+    from sendit.evaluate import classification_metrics
 
-    model, tokenizer, cfg = _guard(lambda: load(run))
+    predictor = _guard(lambda: Predictor.from_run(run))
+    cfg = predictor.cfg
     data = cfg.data
     split = "test"
     if dataset:
@@ -242,10 +238,8 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     frame, label_names = _guard(lambda: split_of(data, split))
     if list(label_names) != list(cfg.data.label_names):
         _fail(f"labels of {data.dataset} {label_names} differ from the run's {cfg.data.label_names}")
-    encoded = _guard(lambda: encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), data,
-                                           cfg.model.max_length))
-    logits, seconds = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
-                                     **vars(batching_for(tokenizer, model)))
+    encoded = _guard(lambda: predictor.encode(frame["text"].tolist(), frame["label"].to_numpy(), data))
+    logits, seconds = predictor.logits(encoded)
     metrics = classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
     console.print(f"{run} on {data.dataset}:{split} ({len(frame):,} examples, {seconds:.1f} s)")
     for key in ("accuracy", "f1_macro", "f1_weighted", "recall_macro"):
@@ -267,8 +261,8 @@ def predict(run: Path = typer.Argument(..., help="A run directory"),
     if output not in OUTPUTS:
         _fail(f"--output {output!r}: one of {', '.join(OUTPUTS)}")
     _quiet()
+    from sendit.artifacts import load
     from sendit.predict import predict_texts, progress, read_texts, skip_bitsandbytes
-    from sendit.run import load
 
     items = _guard(lambda: read_texts(texts or [], file, text_column, sys.stdin))
     if not items:

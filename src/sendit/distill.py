@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from sendit.config import DistillConfig
-from sendit.data.inputs import encode_inputs
-from sendit.evaluate import predict_logits
+from sendit.artifacts import Predictor
+from sendit.config import DistillConfig, RunConfig
 from sendit.io import atomic_write
 from sendit.models import cache_dir
 
@@ -48,16 +47,13 @@ def teacher_logits(cfg: DistillConfig, texts: list[str], batch_size: int = 128) 
     """The teacher's logits on `texts` (in order), from the cache when present; (logits, was_cached)."""
     from safetensors.torch import load_file, save_file
 
-    from sendit.run import batching_for, load, use_bf16
-
     teacher_dir = Path(cfg.teacher)
-    model, tokenizer, teacher_cfg = load(teacher_dir)
-    path = cache_dir() / "teacher_logits" / f"{cache_key(teacher_dir, texts, tokenizer, teacher_cfg.model.max_length)}.safetensors"
+    teacher = Predictor.from_run(teacher_dir)
+    key = cache_key(teacher_dir, texts, teacher.tokenizer, teacher.cfg.model.max_length)
+    path = cache_dir() / "teacher_logits" / f"{key}.safetensors"
     if path.is_file():
         return load_file(str(path))["logits"], True
-    encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), teacher_cfg.data,
-                            teacher_cfg.model.max_length)
-    logits, _ = predict_logits(model, encoded, batch_size, use_bf16(teacher_cfg), **vars(batching_for(tokenizer, model)))
+    logits, _ = teacher.logits(teacher.encode(texts), batch_size)
     tensor = torch.from_numpy(logits)
     atomic_write(path, lambda tmp: save_file({"logits": tensor}, str(tmp)))
     return tensor, False
@@ -73,21 +69,34 @@ def distillation_loss(cfg: DistillConfig, logits_by_example: torch.Tensor):
     return loss
 
 
+def loss_for(cfg: RunConfig, splits):
+    """`run.execute`'s make_loss for `cfg`: KD against the teacher's logits on the training texts
+    when cfg.distill is set, else None (the model's own cross-entropy)."""
+    if cfg.distill is None:
+        return None
+
+    def make_loss():
+        soft_targets, _ = teacher_logits(cfg.distill, splits.train["text"].tolist(), cfg.train.eval_batch_size)
+        return distillation_loss(cfg.distill, soft_targets)
+
+    return make_loss
+
+
 def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     """Forward-pass examples/s of a saved run in bf16 on length-sorted batches (tokenising excluded),
     in its deployed form: a LoRA/DoRA/IA3 adapter folded into the weights (same function, no extra
     matmuls); parameters counted before folding."""
-    from sendit.models import count_parameters
-    from sendit.run import batching_for, load
+    from dataclasses import replace
 
-    model, tokenizer, cfg = load(run_dir)
-    _, total = count_parameters(model)
-    model = merged(model)
-    encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), cfg.data, cfg.model.max_length)
-    predict_logits(model, encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, True,
-                   **vars(batching_for(tokenizer, model)))  # warm-up
-    _, seconds = predict_logits(model, encoded, batch_size, True, **vars(batching_for(tokenizer, model)))
-    return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": cfg.model.name}
+    from sendit.models import count_parameters
+
+    predictor = Predictor.from_run(run_dir)
+    _, total = count_parameters(predictor.model)
+    predictor = replace(predictor, model=merged(predictor.model))
+    encoded = predictor.encode(texts)
+    predictor.logits(encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, True)  # warm-up
+    _, seconds = predictor.logits(encoded, batch_size, True)
+    return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": predictor.cfg.model.name}
 
 
 def merged(model):
@@ -104,10 +113,10 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
     import pandas as pd
     from dataclasses import replace
 
-    from sendit.config import ModelConfig, RunConfig, load_run, save_yaml
+    from sendit.config import ModelConfig, load_run, save_yaml
     from sendit.data import prepare
     from sendit.run import execute
-    from sendit.study import is_done, write_results
+    from sendit.results import is_done, write_results
 
     teacher_cfg = load_run(teacher / "config.yaml")
     kd = replace(kd or DistillConfig(), teacher=str(teacher))
@@ -122,7 +131,7 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
                 continue
             cfg = RunConfig(data=data, model=model, method=replace(method, label=variant),
                             train=replace(train, seed=seed), distill=distill)
-            row = execute(cfg, run_dir, splits)
+            row = execute(cfg, run_dir, splits, make_loss=loss_for(cfg, splits))
             if console:
                 console.print(f"  {run_dir.name}: test acc {row['test_accuracy']:.4f}, F1 {row['test_f1_macro']:.4f}")
     results = write_results(out)
@@ -137,14 +146,11 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
 
 def _evaluate_teacher(teacher: Path, splits) -> dict:
     from sendit.evaluate import classification_metrics
-    from sendit.run import batching_for, load, use_bf16
 
-    model, tokenizer, cfg = load(teacher)
-    encoded = encode_inputs(tokenizer, splits.test["text"].tolist(), splits.test["label"].to_numpy(), cfg.data,
-                            cfg.model.max_length)
-    logits, _ = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
-                               **vars(batching_for(tokenizer, model)))
-    return classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
+    predictor = Predictor.from_run(teacher)
+    encoded = predictor.encode(splits.test["text"].tolist(), splits.test["label"].to_numpy())
+    logits, _ = predictor.logits(encoded)
+    return classification_metrics(encoded.labels, logits.argmax(-1), predictor.label_names)
 
 
 def summarise(results, teacher_eval: dict, speed: dict, teacher: Path, out: Path):

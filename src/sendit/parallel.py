@@ -16,7 +16,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from sendit.config import ConfigError, RunConfig
-from sendit.study import PlannedRun, StudyData
+from sendit.logs import quiet_libraries
+from sendit.plan import PlannedRun, StudyData
 
 Finished = Iterator[tuple[PlannedRun, dict]]
 
@@ -109,22 +110,11 @@ def _start_worker(data: StudyData, threads: int) -> None:
     global _data
     _data = data
     torch.set_num_threads(threads)  # a run's own train.threads, if set, still wins
-    _quiet()
+    quiet_libraries()  # workers print nothing but errors: the driver reports each run as it finishes
 
 
 def _run_in_worker(planned: PlannedRun, run_dir: Path) -> dict:
     return run_one(planned, run_dir, _data)
-
-
-def _quiet() -> None:
-    """Workers print nothing but errors: the driver reports each run as it finishes."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    warnings.filterwarnings("ignore")
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 # -- Ray ------------------------------------------------------------------------------------------
@@ -165,7 +155,7 @@ def _run_on_ray(planned: PlannedRun, data: StudyData) -> tuple[dict, dict[str, b
     import torch
 
     torch.set_num_threads(planned.config.train.threads or 1)
-    _quiet()
+    quiet_libraries()
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch) / planned.run_id
         row = run_one(planned, run_dir, data)
@@ -175,7 +165,7 @@ def _run_on_ray(planned: PlannedRun, data: StudyData) -> tuple[dict, dict[str, b
 def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
     """Write a run's files atomically, metrics.json last: until then the run does not count as done."""
     from sendit.io import atomic_write
-    from sendit.run import METRICS_FILE
+    from sendit.artifacts import METRICS_FILE
 
     for name in sorted(files, key=lambda name: name == METRICS_FILE):
         atomic_write(run_dir / name, lambda tmp: tmp.write_bytes(files[name]))

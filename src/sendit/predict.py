@@ -8,26 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sendit.evaluate import predict_logits, softmax
-from sendit.run import batching_for, use_bf16
+from sendit.artifacts import Predictor
+from sendit.evaluate import softmax
 
 
 def predict_probabilities(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, bf16: bool | None = None,
                           on_batch=None) -> np.ndarray:
     """Class probabilities, one row per text: cleaned, tokenised and batched by length as in evaluation."""
-    from sendit.data import SOURCES
-    from sendit.data.clean import clean_series
-    from sendit.data.inputs import encode_inputs
-
-    given = pd.Series(texts, dtype="string").fillna("")
-    # Denoise only what training denoised: not IMDb/SST-2 reviews, nor texts with a marked target.
-    cleaned = clean_series(given, cfg.data.clean) if SOURCES[cfg.data.dataset].clean else given.str.strip()
-    encoded = encode_inputs(tokenizer, cleaned.tolist(), np.zeros(len(texts), dtype=np.int64), cfg.data,
-                            cfg.model.max_length)
-    bf16 = use_bf16(cfg) if bf16 is None else bf16
-    logits, _ = predict_logits(model, encoded, batch_size, bf16, **vars(batching_for(tokenizer, model)),
-                               on_batch=on_batch)
-    return softmax(logits)
+    return softmax(Predictor(model, tokenizer, cfg).predict(texts, batch_size, bf16, on_batch))
 
 
 def predict_texts(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, bf16: bool | None = None,

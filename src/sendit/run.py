@@ -1,42 +1,31 @@
-"""One run, top to bottom: model -> method -> train -> evaluate -> artifacts; and loading it back.
+"""One run, top to bottom: model -> method -> train -> evaluate -> artifacts (`sendit.artifacts`
+holds the saved-run format and loads runs back).
 
-A run directory holds `config.yaml` (the RunConfig, label names filled in), `adapter.safetensors`
-(exactly the parameters the method trains, head included), `epoch_log.csv`, `predictions.csv`
-(test set) and `metrics.json`. `metrics.json` is written last and atomically: a run directory
-without it is unfinished and is redone by a resumed study.
+A run knows no distillation: it trains with the loss its caller hands it (`sendit.distill.loss_for`).
 """
 from __future__ import annotations
 
 import json
-import logging
 import random
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
+from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, EXTRA_PREDICTIONS_FILE, batching_for, build_model,
+                              prediction_frame, save_trained, use_bf16, write_metrics)
 from sendit.batching import Encoded
-from sendit.config import DataConfig, RunConfig, load_run, save_yaml
+from sendit.config import DataConfig, RunConfig, save_yaml
 from sendit.data.inputs import encode_inputs
-from sendit.evaluate import classification_metrics, predict_logits, softmax
+from sendit.evaluate import classification_metrics, predict_logits
 from sendit.host import keep_freed_memory
-from sendit.io import atomic_write, atomic_write_csv, atomic_write_text
-from sendit.measure import Timer, bf16_supported, file_mb, peak_memory_mb, reset_peak_memory, rss_mb
-from sendit.methods import get_method
-from sendit.models import count_parameters, load_model
-from sendit.train import Batching, ProgressHook, Trainer
-
-log = logging.getLogger(__name__)
-
-ADAPTER_FILE = "adapter.safetensors"
-METRICS_FILE = "metrics.json"
-EXTRA_PREDICTIONS_FILE = "extra_predictions.csv"  # the source's extra evaluation sets, column `subset`
-
-
-class RunError(ValueError):
-    """A run directory that is missing files or whose files fail validation."""
+from sendit.io import atomic_write_csv
+from sendit.measure import file_mb, peak_memory_mb, reset_peak_memory, rss_mb
+from sendit.models import count_parameters
+from sendit.train import Batching, LossHook, ProgressHook, Trainer
 
 
 def seed_everything(seed: int) -> None:
@@ -45,34 +34,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def use_bf16(cfg: RunConfig) -> bool:
-    return bf16_supported() if cfg.train.bf16 is None else cfg.train.bf16
-
-
-def batching_for(tokenizer, model) -> Batching:
-    return Batching(pad_id=tokenizer.pad_token_id, left_pad=tokenizer.padding_side == "left")
-
-
 def encode_splits(tokenizer, splits, data: DataConfig, max_length: int) -> dict[str, Encoded]:
     frames = {"train": splits.train, "val": splits.val, "test": splits.test, **splits.extra}
     return {name: encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), data, max_length)
             for name, frame in frames.items()}
 
 
-def build_model(cfg: RunConfig, label_names: list[str]):
-    """The base model with the method applied: the structure every saved run is loaded into."""
-    model, tokenizer = load_model(cfg.model.name, len(label_names), label_names, seed=cfg.train.seed,
-                                  max_positions=max(512, cfg.model.max_length), attention=cfg.model.attention,
-                                  attention_dropout=cfg.model.attention_dropout)
-    if cfg.model.padding_side:
-        tokenizer.padding_side = cfg.model.padding_side
-    method = get_method(cfg.method)
-    return method.apply(model), tokenizer, method
-
-
 def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] | None = None,
-            progress: ProgressHook | None = None) -> dict:
-    """Train and evaluate one run; write its artifacts; return its results row."""
+            progress: ProgressHook | None = None, make_loss: Callable[[], LossHook] | None = None) -> dict:
+    """Train and evaluate one run; write its artifacts; return its results row.
+
+    `make_loss` builds the training loss (default: the model's cross-entropy); it is called once the
+    model is built, where loading a distillation teacher has always taken its place in the random
+    number sequence, so the same seed trains the same run.
+    """
+    if cfg.distill is not None and make_loss is None:
+        raise ValueError("a run with `distill` needs its loss: pass make_loss=sendit.distill.loss_for(cfg, splits)")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if cfg.train.reuse_freed_memory:
@@ -86,12 +63,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     bf16 = use_bf16(cfg)
     batching = batching_for(tokenizer, model)
 
-    loss = None
-    if cfg.distill is not None:
-        from sendit.distill import distillation_loss, teacher_logits
-
-        soft_targets, _ = teacher_logits(cfg.distill, splits.train["text"].tolist(), cfg.train.eval_batch_size)
-        loss = distillation_loss(cfg.distill, soft_targets)
+    loss = make_loss() if make_loss else None
 
     rss_before = rss_mb()
     peak_reset = reset_peak_memory()
@@ -132,11 +104,8 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         **per_class_columns(test, cfg.data.label_names), **extra,
     }
     metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats}
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=1, default=_json_default))
+    write_metrics(run_dir, metrics)
     return row
-
-
-EPOCH_LOG_COLUMNS = ["epoch", "phase", "step", "train_loss", "val_loss", "val_accuracy", "val_f1"]
 
 
 def _final_validation(model, val: Encoded, cfg: RunConfig, bf16: bool, batching: Batching) -> dict:
@@ -156,12 +125,6 @@ def per_class_columns(test: dict, label_names: list[str]) -> dict:
     return columns
 
 
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
 def _score_extra_sets(model, splits, encoded: dict[str, Encoded], cfg: RunConfig, bf16: bool, batching,
                       run_dir: Path) -> dict:
     """Predict the source's extra evaluation sets (SemEval's sarcasm tweets, encoded with the other
@@ -178,52 +141,3 @@ def _score_extra_sets(model, splits, encoded: dict[str, Encoded], cfg: RunConfig
     return columns
 
 
-def prediction_frame(texts, labels: np.ndarray, logits: np.ndarray, label_names: list[str]) -> pd.DataFrame:
-    probs = softmax(logits)
-    frame = pd.DataFrame({"text": list(texts), "label": labels, "pred": logits.argmax(-1)})
-    frame["label_name"] = [label_names[i] for i in frame["label"]]
-    frame["pred_name"] = [label_names[i] for i in frame["pred"]]
-    for i, name in enumerate(label_names):
-        frame[f"prob_{name}"] = probs[:, i]
-    return frame
-
-
-def save_trained(model, names: list[str], path: Path) -> None:
-    """Save exactly the parameters the method trains (safetensors: no pickle on load)."""
-    from safetensors.torch import save_file
-
-    params = dict(model.named_parameters())
-    tensors = {name: params[name].detach().contiguous().cpu() for name in names}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-
-
-def load(run_dir: str | Path):
-    """Rebuild a saved run: (model in eval mode, tokenizer, RunConfig). Validates every file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    for name in ("config.yaml", ADAPTER_FILE):
-        if not (run_dir / name).is_file():
-            raise RunError(f"{run_dir}: not a sendit run (missing {name})")
-    cfg = load_run(run_dir / "config.yaml")
-    if not cfg.data.label_names:
-        raise RunError(f"{run_dir / 'config.yaml'}: data.label_names is missing")
-    model, tokenizer, _ = build_model(cfg, cfg.data.label_names)
-    try:
-        saved = load_file(str(run_dir / ADAPTER_FILE))
-    except (SafetensorError, OSError) as err:
-        raise RunError(f"{run_dir / ADAPTER_FILE}: not a valid safetensors file ({err})") from None
-    params = dict(model.named_parameters())
-    expected = {n for n, p in params.items() if p.requires_grad}
-    if set(saved) != expected:
-        missing, extra = sorted(expected - set(saved))[:3], sorted(set(saved) - expected)[:3]
-        raise RunError(f"{run_dir / ADAPTER_FILE}: parameters do not match method '{cfg.method.name}' "
-                       f"on {cfg.model.name} (missing {missing}, unexpected {extra})")
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            if params[name].shape != tensor.shape:
-                raise RunError(f"{run_dir / ADAPTER_FILE}: {name} has shape {tuple(tensor.shape)}, "
-                               f"the model expects {tuple(params[name].shape)}")
-            params[name].copy_(tensor)
-    return model.eval(), tokenizer, cfg

@@ -3,7 +3,7 @@
 Memory: adapter runs (LoRA, DoRA, IA3, prompt tuning) leave the base model frozen, so runs over
 the same base hold one copy of it. PEFT refuses to put adapters of different types (LoRA and IA3)
 into one PeftModel, so instead of PEFT multi-adapter each run keeps its own PeftModel (adapter,
-head and hooks exactly as `run.load` rebuilt them) and its frozen base tensors are swapped for the
+head and hooks exactly as `artifacts.load` rebuilt them) and its frozen base tensors are swapped for the
 equal tensors already in memory; the duplicates are freed. Runs are shared only when every frozen
 base tensor is equal, which also keeps apart tiny test models built from different seeds.
 
@@ -56,9 +56,9 @@ def parse_runs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]:
 
 
 def load_runs(specs: Sequence[str | Path]) -> dict[str, Served]:
-    """Load and validate every run (`run.load`); adapter runs over an equal base share its tensors."""
+    """Load and validate every run (`artifacts.load`); adapter runs over an equal base share its tensors."""
     from sendit.config import ConfigError
-    from sendit.run import load
+    from sendit.artifacts import load
 
     served: dict[str, Served] = {}
     bases: list[dict] = []

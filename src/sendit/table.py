@@ -29,7 +29,7 @@ def _cell(value, fmt: str) -> str:
 
 def results_table(results: pd.DataFrame, title: str, columns=QUALITY) -> Table:
     """The best run of each method (chosen on validation F1), with the given columns."""
-    from sendit.study import best_per_method
+    from sendit.results import best_per_method
 
     table = Table(title=title, header_style="bold")
     table.add_column("method")
@@ -42,7 +42,7 @@ def results_table(results: pd.DataFrame, title: str, columns=QUALITY) -> Table:
 
 def per_class_table(results: pd.DataFrame, label_names: list[str]) -> Table:
     """Per-class precision/recall/F1 and the confusion matrix (rows: true class) of each method's best run."""
-    from sendit.study import best_per_method
+    from sendit.results import best_per_method
 
     table = Table(title="per class, test set (P / R / F1); confusion matrix rows = true class", header_style="bold")
     table.add_column("method")

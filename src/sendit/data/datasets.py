@@ -18,8 +18,9 @@ import pandas as pd
 
 from sendit.config import DataConfig
 from sendit.data.clean import clean_series
+from sendit.data.errors import DataError
 from sendit.data.prepare import prepare
-from sendit.data.sources import (SOURCES, SPLIT_NAMES, DataError, SourceData, decode, encode_labels, iter_chunks,
+from sendit.data.sources import (SOURCES, SPLIT_NAMES, SourceData, decode, encode_labels, iter_chunks,
                                  labelled, read_source, read_table, register_source, resolve_path)
 from sendit.data.target import CLOSE, OPEN, PLACEHOLDER, mark
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sendit.data.sources import DataError
+from sendit.data.errors import DataError
 from sendit.io import atomic_write
 
 log = logging.getLogger(__name__)

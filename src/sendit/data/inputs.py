@@ -10,7 +10,8 @@ import numpy as np
 
 from sendit.batching import Encoded, encode
 from sendit.config import DataConfig
-from sendit.data.sources import SOURCES, DataError
+from sendit.data.errors import DataError
+from sendit.data.sources import SOURCES
 from sendit.data.target import as_pairs
 
 TARGET_MODES = ("pair", "inline")

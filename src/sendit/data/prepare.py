@@ -8,7 +8,8 @@ import pandas as pd
 
 from sendit.config import DataConfig
 from sendit.data.clean import clean_series
-from sendit.data.sources import SOURCES, DataError, read_source
+from sendit.data.errors import DataError
+from sendit.data.sources import SOURCES, read_source
 from sendit.data.split import check_fractions, stratified_sample, stratified_split
 
 log = logging.getLogger(__name__)

@@ -29,15 +29,13 @@ from typing import NamedTuple
 import pandas as pd
 
 from sendit.config import DataConfig
+from sendit.data.errors import DataError
+from sendit.data.split import stratified_sample
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
 SPLIT_NAMES = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """Data that cannot be used; the message names the file and the line or config field."""
 
 
 class SourceData(NamedTuple):
@@ -104,8 +102,6 @@ def read_source(cfg: DataConfig, need_train: bool = True) -> SourceData:
 
 def sample_test(test: pd.DataFrame | None, cfg: DataConfig, origin: str) -> pd.DataFrame:
     """`data.test_sample` examples of the dataset's own test split, stratified, with `data.seed`."""
-    from sendit.data.split import stratified_sample  # split.py imports this module
-
     if test is None:
         raise DataError(f"data.test_sample: dataset {cfg.dataset!r} has no test split of its own (its test "
                         f"split is carved from train by data.split); use data.sample and data.split instead")

@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from sendit.data.sources import DataError
+from sendit.data.errors import DataError
 
 
 def check_fractions(fractions: list[float]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from sendit.data.sources import DataError
+from sendit.data.errors import DataError
 
 PLACEHOLDER = "$T$"  # where the target stood in the `$T$` files
 OPEN, CLOSE = "[TGT]", "[/TGT]"

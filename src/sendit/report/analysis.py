@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from sendit.stats import bootstrap_ci, format_p
-from sendit.study import ALPHA, best_per_method, collect, pairwise
+from sendit.results import ALPHA, best_per_method, collect, pairwise
 
 BASELINES = {"zero_shot"}  # reference points, never recommended
 # Summarised per method over the seeds of its selected configuration.
@@ -141,7 +141,7 @@ def pareto_set(summary: pd.DataFrame, cost: str, quality: str = "test_accuracy")
 
 
 def significance(study: Study) -> pd.DataFrame:
-    """McNemar between the selected runs of every pair of methods (sendit.study.pairwise), flagged at ALPHA."""
+    """McNemar between the selected runs of every pair of methods (sendit.results.pairwise), flagged at ALPHA."""
     try:
         pairs = pairwise(study.directory, study.best.reset_index())
     except ValueError as err:  # runs tested on different test sets
@@ -275,7 +275,7 @@ def negation_accuracy(study: Study) -> pd.DataFrame:
 def subset_accuracy(study: Study) -> pd.DataFrame | None:
     """Accuracy on the test set beside the source's extra evaluation sets (SemEval's sarcasm tweets),
     when every selected run scored them (`EXTRA_PREDICTIONS_FILE`, column `subset`)."""
-    from sendit.run import EXTRA_PREDICTIONS_FILE
+    from sendit.artifacts import EXTRA_PREDICTIONS_FILE
 
     if not all((study.run_dir(m) / EXTRA_PREDICTIONS_FILE).is_file() for m in study.methods):
         return None

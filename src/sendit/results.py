@@ -1,0 +1,196 @@
+"""The results of a study, read from its run directories only: `results.csv`, the SEND-IT notebook's
+per-method files, the selection of each method's best configuration (validation only) and the
+statistics that say how far to trust the comparison (bootstrap intervals, McNemar).
+
+Each finished run leaves a `metrics.json`, written last; `results.csv` and the notebook's
+per-method CSVs are rewritten atomically after each run.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sendit.io import atomic_write_csv, atomic_write_json
+
+# results.csv: one row per run, these columns first (DESIGN.md), then everything else a run reports.
+RESULT_COLUMNS = ["run_id", "method", "lr", "batch_size", "epochs", "seed", "best_val_f1", "val_accuracy",
+                  "test_accuracy", "test_f1_macro", "runtime_sec", "peak_memory_mb", "trainable_params",
+                  "f1_per_m_params", "inference_time_sec", "adapter_mb", "config_id", "train_size"]
+# The SEND-IT visualisation notebook reads these columns of <method>_results.csv.
+NOTEBOOK_COLUMNS = ["lr", "batch_size", "best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb", "seed"]
+SEED_PART = re.compile(r"-seed-?\d+(?=-|$)")  # the seed's part of a run id
+N_BOOT = 2000
+ALPHA = 0.05
+
+
+def config_id(run_id: str) -> str:
+    """The configuration of a run: its id without the seed, shared by the runs that differ only in seed."""
+    return SEED_PART.sub("", run_id)
+
+
+
+# -- selection: validation only -------------------------------------------------------------------
+
+def select(results: pd.DataFrame) -> pd.DataFrame:
+    """Per method and training-set size, the best configuration's best run; test columns are never read.
+
+    Configurations are ranked by mean best_val_f1 over the seeds they all ran (the grid seeds, so the
+    extra seeds of a re-run best do not tilt the ranking); within the winner, the run with the best
+    validation F1 is the one the notebook files describe and McNemar compares. Ties: first listed.
+    """
+    if results.empty:
+        return results
+    if "config_id" not in results:  # a bare table, e.g. `sendit train`'s row: each run its own configuration
+        results = results.assign(config_id=results.index.astype(str), train_size=results.get("train_size"))
+    chosen = []
+    for _, group in results.groupby(["method", "train_size"], sort=False, dropna=False):
+        seeds = group.groupby("config_id", sort=False)["seed"].apply(set)
+        shared = set.intersection(*seeds) or set(group["seed"])
+        score = group[group["seed"].isin(shared)].groupby("config_id", sort=False)["best_val_f1"].mean()
+        best = group[group["config_id"] == score.idxmax()]
+        chosen.append(best.loc[best["best_val_f1"].idxmax()])
+    return pd.DataFrame(chosen)
+
+
+def best_per_method(results: pd.DataFrame) -> pd.DataFrame:
+    """Each method's selected run on its largest training set, indexed by method in the table's order."""
+    chosen = select(results).sort_values("train_size", kind="stable", na_position="first")
+    best = chosen.drop_duplicates("method", keep="last").set_index("method")
+    return best.loc[list(dict.fromkeys(results["method"]))]
+
+
+# -- results --------------------------------------------------------------------------------------
+
+def is_done(run_dir: Path) -> bool:
+    from sendit.artifacts import METRICS_FILE
+
+    return (run_dir / METRICS_FILE).is_file()
+
+
+def collect(directory: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """The finished runs (all, or those of `run_ids` in that order) as one table, RESULT_COLUMNS first."""
+    if run_ids is None:
+        run_ids = sorted(path.parent.name for path in (directory / "runs").glob("*/metrics.json"))
+    rows = []
+    for name in run_ids:
+        path = directory / "runs" / name / "metrics.json"
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            train_size = metrics.get("data_stats", {}).get("split_sizes", {}).get("train")
+            rows.append({"run_id": name, "config_id": config_id(name), "train_size": train_size, **metrics["row"]})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    rest = [c for c in frame.columns if c not in RESULT_COLUMNS]
+    return frame[[c for c in RESULT_COLUMNS if c in frame.columns] + rest]
+
+
+def write_results(directory: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """Rewrite results.csv and the per-method notebook files from the finished runs."""
+    results = collect(directory, run_ids)
+    if results.empty:
+        return results
+    atomic_write_csv(directory / "results.csv", results)
+    for method, best in best_per_method(results).iterrows():
+        group = results[results["method"] == method]
+        others = group[group["run_id"] != best["run_id"]].sort_values("best_val_f1", ascending=False, kind="stable")
+        ranked = pd.concat([group[group["run_id"] == best["run_id"]], others])  # first row: the chosen run
+        atomic_write_csv(directory / f"{method}_results.csv",
+                         ranked[NOTEBOOK_COLUMNS + [c for c in ranked.columns if c not in NOTEBOOK_COLUMNS]])
+        run_dir = directory / "runs" / best["run_id"]
+        epoch_log = pd.read_csv(run_dir / "epoch_log.csv")
+        atomic_write_csv(directory / f"{method}_epoch_logs.csv",
+                         epoch_log[["epoch", "val_accuracy", "val_f1", "train_loss", "val_loss", "phase", "step"]])
+        summary = pd.DataFrame([{"accuracy": best["test_accuracy"], "f1_macro": best["test_f1_macro"],
+                                 "f1_weighted": best["test_f1_weighted"], "recall_macro": best["test_recall_macro"],
+                                 "inference_time_sec": best["inference_time_sec"],
+                                 "inference_examples_per_s": best["inference_examples_per_s"],
+                                 "run_id": best["run_id"]}])
+        atomic_write_csv(directory / f"{method}_inference_metrics_summary.csv", summary)
+        atomic_write_csv(directory / f"{method}_inference_predictions.csv", pd.read_csv(run_dir / "predictions.csv"))
+    return results
+
+
+# -- statistics -----------------------------------------------------------------------------------
+
+def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
+    """statistics.json, summary.csv (per method and size) and pairwise.csv (McNemar per method pair)."""
+    from sendit.stats import bootstrap_ci, mean_std
+
+    configurations = []
+    for config, runs in results.groupby("config_id", sort=False):
+        entry = {"config_id": config, "method": runs["method"].iloc[0], "train_size": runs["train_size"].iloc[0],
+                 "seeds": runs["seed"].tolist()}
+        for column in ("best_val_f1", "test_accuracy", "test_f1_macro"):
+            entry[f"{column}_mean"], entry[f"{column}_std"] = mean_std(runs[column])
+        configurations.append(entry)
+
+    summary = []
+    chosen = select(results)
+    for _, best in chosen.iterrows():
+        runs = results[results["config_id"] == best["config_id"]]
+        labels, predictions = _predictions(directory, runs["run_id"])
+        row = {"method": best["method"], "train_size": best["train_size"], "config_id": best["config_id"],
+               "lr": best["lr"], "batch_size": best["batch_size"], "epochs": best["epochs"],
+               "seeds": " ".join(map(str, runs["seed"])), "n_seeds": len(runs), "best_run": best["run_id"],
+               "best_val_f1_mean": runs["best_val_f1"].mean()}
+        for metric, column in (("accuracy", "test_accuracy"), ("f1_macro", "test_f1_macro")):
+            row[f"{column}_mean"], row[f"{column}_std"] = mean_std(runs[column])
+            ci = bootstrap_ci(labels, predictions, metric, n_boot=N_BOOT, alpha=ALPHA,
+                              num_classes=_num_classes(directory, best["run_id"]))
+            row[f"{column}_ci_low"], row[f"{column}_ci_high"] = ci.low, ci.high
+        summary.append(row)
+
+    pairs = pairwise(directory, chosen)
+    statistics = {
+        "selection": "per method and training-set size, the configuration with the best mean validation "
+                     "macro-F1 over the seeds every configuration ran; test metrics are never consulted",
+        "bootstrap": f"{N_BOOT} percentile resamples of the test examples, {1 - ALPHA:.0%} interval of the "
+                     f"mean over the chosen configuration's seeds (every seed sees the same resample)",
+        "mcnemar": "two-sided; exact binomial below 25 discordant pairs (statistic: the smaller count), else "
+                   "chi-square with continuity correction; between the best runs, on the same test set",
+        "alpha": ALPHA, "configurations": configurations, "methods": summary, "pairs": pairs.to_dict("records"),
+    }
+    atomic_write_json(directory / "statistics.json", statistics)
+    atomic_write_csv(directory / "summary.csv", pd.DataFrame(summary))
+    atomic_write_csv(directory / "pairwise.csv", pairs)
+    return statistics
+
+
+def pairwise(directory: Path, chosen: pd.DataFrame) -> pd.DataFrame:
+    """McNemar between the best runs of every pair of methods trained on the same number of examples."""
+    from sendit.stats import discordant, mcnemar, verdict
+
+    rows = []
+    for size, group in chosen.groupby("train_size", sort=False, dropna=False):
+        for (_, a), (_, b) in itertools.combinations(group.iterrows(), 2):
+            (labels_a, (pred_a,)), (labels_b, (pred_b,)) = (_predictions(directory, [r["run_id"]]) for r in (a, b))
+            if not np.array_equal(labels_a, labels_b):
+                raise ValueError(f"{a['run_id']} and {b['run_id']} were tested on different test sets")
+            correct_a, correct_b = pred_a == labels_a, pred_b == labels_b
+            statistic, p = mcnemar(correct_a, correct_b)
+            only_a, only_b = discordant(correct_a, correct_b)
+            rows.append({"train_size": size, "method_a": a["method"], "method_b": b["method"],
+                         "run_a": a["run_id"], "run_b": b["run_id"], "accuracy_a": correct_a.mean(),
+                         "accuracy_b": correct_b.mean(), "only_a_correct": only_a, "only_b_correct": only_b,
+                         "statistic": statistic, "p_value": p,
+                         "verdict": verdict(a["method"], b["method"], correct_a, correct_b, ALPHA)})
+    return pd.DataFrame(rows, columns=["train_size", "method_a", "method_b", "run_a", "run_b", "accuracy_a",
+                                       "accuracy_b", "only_a_correct", "only_b_correct", "statistic", "p_value",
+                                       "verdict"])
+
+
+def _predictions(directory: Path, run_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(test labels, predictions of each run as rows) from the runs' predictions.csv."""
+    frames = [pd.read_csv(directory / "runs" / run_id / "predictions.csv", usecols=["label", "pred"])
+              for run_id in run_ids]
+    return frames[0]["label"].to_numpy(), np.array([f["pred"].to_numpy() for f in frames])
+
+
+def _num_classes(directory: Path, run_id: str) -> int:
+    return len(json.loads((directory / "runs" / run_id / "metrics.json").read_text())["label_names"])

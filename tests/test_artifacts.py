@@ -1,0 +1,43 @@
+"""The saved-run format is versioned: runs record the version, older runs still load, newer ones are refused."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_data, tiny_run
+from sendit.artifacts import FORMAT_VERSION, METRICS_FILE, RunError, load
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("artifacts")
+    return tiny_run(root / "run", tiny_data(root))
+
+
+def with_version(run, tmp_path, version):
+    """A copy of `run` whose metrics.json says `version` (None: written before the format had one)."""
+    copy = shutil.copytree(run, tmp_path / "copy")
+    metrics = json.loads((copy / METRICS_FILE).read_text())
+    metrics.pop("format_version")
+    if version is not None:
+        metrics["format_version"] = version
+    (copy / METRICS_FILE).write_text(json.dumps(metrics))
+    return copy
+
+
+def test_a_run_records_the_format_version(run):
+    assert json.loads((run / METRICS_FILE).read_text())["format_version"] == FORMAT_VERSION == 1
+
+
+def test_a_run_saved_before_versioning_loads_the_same_model(run, tmp_path):
+    old = with_version(run, tmp_path, None)
+    expected, loaded = load(run)[0], load(old)[0]
+    for (name, a), (_, b) in zip(expected.named_parameters(), loaded.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_a_run_in_a_newer_format_is_refused_by_name(run, tmp_path):
+    newer = with_version(run, tmp_path, FORMAT_VERSION + 1)
+    with pytest.raises(RunError, match=rf"{METRICS_FILE}: saved-run format {FORMAT_VERSION + 1}, newer than"):
+        load(newer)
