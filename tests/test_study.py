@@ -212,7 +212,7 @@ def test_statistics_files_summarise_each_method_and_pair(grid_study):
                                        else f"{pair.method_a} vs {pair.method_b}: no significant difference")
     statistics = json.loads((grid_study / "statistics.json").read_text())
     assert len(statistics["configurations"]) == 6 and len(statistics["methods"]) == 4
-    assert statistics["pairs"] == json.loads(pairs.to_json(orient="records"))
+    pd.testing.assert_frame_equal(pd.DataFrame(statistics["pairs"]), pairs, check_dtype=False)
 
 
 def run_table(rows) -> pd.DataFrame:
