@@ -88,3 +88,13 @@ def eval_probabilities(run) -> tuple[pd.DataFrame, np.ndarray]:
     """The evaluation's test predictions (`predictions.csv`) and their probabilities in label order."""
     frame = pd.read_csv(run / "predictions.csv", dtype={"text": str}, keep_default_na=False)
     return frame, frame[[f"prob_{name}" for name in LABELS]].to_numpy()
+
+
+def seed_interval(directory, run_ids, metric: str, alpha: float = 0.05, num_classes: int = 2) -> list[float]:
+    """By hand: the alpha/2 and 1 - alpha/2 percentiles of 2000 bootstrap replicates of the runs' mean
+    metric, from the runs' predictions.csv in a study directory (the interval a summary should show)."""
+    from sendit.stats import bootstrap
+
+    frames = [pd.read_csv(directory / "runs" / r / "predictions.csv") for r in run_ids]
+    replicates = bootstrap(frames[0].label, [f.pred for f in frames], metric, n_boot=2000, num_classes=num_classes)
+    return list(np.percentile(replicates, [100 * alpha / 2, 100 * (1 - alpha / 2)]))

@@ -1,7 +1,9 @@
 """Typed config: YAML in, overrides, clear errors naming the field; every shipped config expands."""
+import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sendit.config import ConfigError, StudyConfig, load_study, save_yaml
 from sendit.plan import plan
@@ -40,9 +42,59 @@ def test_bad_override_is_explained(tmp_path):
         load_study(path, ["train.epochs"])
 
 
+def study_from(tmp_path, text: str, overrides=()):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return load_study(path, list(overrides))
+
+
+def test_numbers_keep_the_type_of_their_field(tmp_path):
+    """An int field stays int (batch sizes index tensors), a float field float even from a YAML 1.1
+    string such as 1e-4 (PyYAML reads it as a str)."""
+    cfg = study_from(tmp_path, "train: {batch_size: 8, epochs: 2, max_steps: '100', weight_decay: 0}\n"
+                               "methods: [{name: lora, lr: 1e-4}]\n", ["train.eval_batch_size=64.0"])
+    assert type(cfg.train.batch_size) is int and cfg.train.batch_size == 8
+    assert type(cfg.train.max_steps) is int and cfg.train.max_steps == 100
+    assert type(cfg.train.eval_batch_size) is int and cfg.train.eval_batch_size == 64  # a whole float is fine
+    assert type(cfg.train.epochs) is float and cfg.train.epochs == 2.0
+    assert type(cfg.train.weight_decay) is float
+    assert type(cfg.methods[0].lr) is float and cfg.methods[0].lr == 1e-4
+
+
+def test_grid_values_keep_their_types_through_planning(tmp_path):
+    cfg = study_from(tmp_path, "methods: [{name: lora, grid: {batch_size: [8, 16], lr: ['1e-4'], epochs: [2]}}]\n")
+    runs = plan(cfg)
+    assert [r.run_id for r in runs] == ["lora-lr0.0001-bs8-ep2-seed42", "lora-lr0.0001-bs16-ep2-seed42"]
+    assert [type(r.config.train.batch_size) for r in runs] == [int, int]
+    assert [type(r.config.train.epochs) for r in runs] == [float, float]
+    assert [type(r.config.method.lr) for r in runs] == [float, float] and runs[0].config.method.lr == 1e-4
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {batch_size: 8.5}", r"s.yaml.train.batch_size: expected a whole number, got 8.5"),
+    ("train: {batch_size: true}", r"s.yaml.train.batch_size: expected a number, got True"),
+    ("train: {epochs: false}", r"s.yaml.train.epochs: expected a number, got False"),
+    ("methods: [{name: lora, lr: yes}]", r"s.yaml.methods\[0\].lr: expected a number, got True"),
+    ("methods: [{name: lora, grid: {batch_size: [8, 8.5]}}]",
+     r"methods\[0\] \(lora\).grid.batch_size: expected a whole number, got 8.5"),
+])
+def test_a_number_of_the_wrong_kind_is_an_error_naming_the_field(tmp_path, text, message):
+    """int(8.5) == 8 and int(True) == 1: a silent cast would train on a value nobody asked for."""
+    with pytest.raises(ConfigError, match=message):
+        plan(study_from(tmp_path, text))
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_expands(path):
-    cfg = load_study(path)
-    assert isinstance(cfg, StudyConfig)
-    runs = plan(cfg)
-    assert runs and len({r.run_id for r in runs}) == len(runs)
+    """As many distinct runs as methods x grid points x sizes x seeds, counted from the YAML itself."""
+    raw = yaml.safe_load(path.read_text())
+    points = sum(math.prod(len(v) if isinstance(v, list) else 1 for v in m.get("grid", {}).values())
+                 for m in raw["methods"])
+    runs = plan(load_study(path))
+    assert len({r.run_id for r in runs}) == points * len(raw.get("sizes") or [None]) * len(raw.get("seeds", [42]))
+
+
+def test_quickstart_plans_its_five_methods_in_order():
+    assert [r.run_id for r in plan(load_study(CONFIGS[0].with_name("quickstart.yaml")))] == [
+        "zero_shot-bs32-ep1-seed42", "head-lr0.002-bs32-ep1-seed42", "bitfit-lr0.002-bs32-ep1-seed42",
+        "lora-lr0.0005-bs32-ep1-seed42", "full-lr5e-05-bs32-ep1-seed42"]

@@ -76,9 +76,56 @@ def test_bootstrap_macro_f1_estimate_and_determinism():
     predictions = np.where(rng.random(300) < 0.7, labels, rng.integers(0, 3, 300))
     ci = bootstrap_ci(labels, predictions, "f1_macro", seed=3)
     assert ci.estimate == pytest.approx(f1_score(labels, predictions, average="macro"))
-    assert ci.low < ci.estimate < ci.high
     assert bootstrap_ci(labels, predictions, "f1_macro", seed=3) == ci
     assert bootstrap_ci(labels, predictions, "f1_macro", seed=4) != ci
+
+
+def three_class_runs(n: int = 400, runs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Imbalanced 3-class labels (60/30/10%) and `runs` prediction vectors, each ~70% correct."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, n, p=[0.6, 0.3, 0.1])
+    predictions = np.where(rng.random((runs, n)) < 0.7, labels, rng.integers(0, 3, (runs, n)))
+    return labels, predictions
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1_macro"])
+def test_bootstrap_replicates_do_not_depend_on_the_chunk_size(metric):
+    """Chunks only bound memory: 2000 replicates in chunks of 100 are those of one chunk of 2000."""
+    labels, predictions = three_class_runs(runs=2)
+    in_chunks = bootstrap(labels, predictions, metric, n_boot=2000, seed=5, chunk=100)
+    at_once = bootstrap(labels, predictions, metric, n_boot=2000, seed=5, chunk=2000)
+    np.testing.assert_array_equal(in_chunks, at_once)
+    assert len(bootstrap(labels, predictions, metric, n_boot=250, chunk=100)) == 250  # a partial last chunk
+
+
+def test_bootstrap_chunks_are_fresh_resamples():
+    """A generator re-seeded per chunk would repeat the first chunk's 100 replicates 20 times over;
+    fresh draws vary as Binomial(400, 0.8) / 400 does (sd 0.02)."""
+    labels = np.zeros(400, int)
+    predictions = np.r_[np.zeros(320, int), np.ones(80, int)]
+    replicates = bootstrap(labels, predictions, n_boot=2000, chunk=100).reshape(20, 100)
+    assert len({chunk.tobytes() for chunk in replicates}) == 20
+    assert replicates.std() == pytest.approx(math.sqrt(0.8 * 0.2 / 400), rel=0.1)
+
+
+@pytest.mark.parametrize("metric, alpha, percentiles", [("f1_macro", 0.05, [2.5, 97.5]),
+                                                        ("accuracy", 0.05, [2.5, 97.5]),
+                                                        ("f1_macro", 0.10, [5, 95])])
+def test_interval_is_the_stated_percentiles_of_the_replicates(metric, alpha, percentiles):
+    labels, predictions = three_class_runs()
+    replicates = bootstrap(labels, predictions, metric, n_boot=2000, seed=3)
+    ci = bootstrap_ci(labels, predictions, metric, n_boot=2000, seed=3, alpha=alpha)
+    np.testing.assert_allclose([ci.low, ci.high], np.percentile(replicates, percentiles), rtol=0, atol=1e-12)
+
+
+def test_95_percent_interval_of_a_known_binomial():
+    """50 of 100 correct: resampled accuracy is Binomial(100, 1/2) / 100, whose 2.5% and 97.5% quantiles
+    are 0.40 and 0.60 (a 90% interval would be 0.42-0.58, two points narrower)."""
+    labels = np.zeros(100, int)
+    predictions = np.r_[np.zeros(50, int), np.ones(50, int)]
+    ci = bootstrap_ci(labels, predictions)
+    assert ci.estimate == 0.5
+    np.testing.assert_allclose([ci.low, ci.high], [0.40, 0.60], rtol=0, atol=0.01)
 
 
 def test_bootstrap_of_several_runs_is_the_interval_of_their_mean():

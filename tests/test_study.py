@@ -1,19 +1,22 @@
 """A tiny study end to end through the CLI: results, notebook files, resume, predict and eval; a grid
 over sizes with re-seeded best configurations; selection on validation only; the statistics files."""
 import json
+import math
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import synthetic_frame
+from conftest import seed_interval, synthetic_frame
 from typer.testing import CliRunner
 
 from sendit.cli import app
-from sendit.config import ConfigError, load_study
-from sendit.plan import plan
-from sendit.results import NOTEBOOK_COLUMNS, RESULT_COLUMNS, collect, select
+from sendit.config import ConfigError, StudyConfig, StudyMethodConfig, load_study
+from sendit.plan import plan, reseed_plan
+from sendit.results import (ALPHA, NOTEBOOK_COLUMNS, RESULT_COLUMNS, best_per_method, collect, select,
+                            write_statistics)
+from sendit.stats import mcnemar
 
 runner = CliRunner()
 METHODS = ["zero_shot", "head", "bitfit", "lora", "full"]
@@ -97,12 +100,13 @@ def test_per_method_files_read_the_way_the_notebook_reads_them(study):
     for method in METHODS:
         results = pd.read_csv(directory / f"{method}_results.csv")
         assert list(results.columns[:len(NOTEBOOK_COLUMNS)]) == NOTEBOOK_COLUMNS
-        assert results["best_val_f1"].max() == results.loc[0, "best_val_f1"]  # first row = best config
+        best_run = best_per_method(results_all).loc[method]
+        assert results.loc[0, "run_id"] == best_run.run_id  # first row: the selected run
+        assert results["best_val_f1"].iloc[1:].is_monotonic_decreasing
         epochs = pd.read_csv(directory / f"{method}_epoch_logs.csv")
         assert {"epoch", "val_accuracy", "val_f1", "train_loss", "val_loss"} <= set(epochs.columns)
         assert len(epochs) == (0 if method == "zero_shot" else 4)  # 2 epochs x 2 validations
         summary = pd.read_csv(directory / f"{method}_inference_metrics_summary.csv")
-        best_run = results_all.loc[results_all[results_all.method == method].best_val_f1.idxmax()]
         assert summary.loc[0, "accuracy"] == pytest.approx(best_run.test_accuracy)
         assert {"accuracy", "f1_macro", "f1_weighted", "inference_time_sec"} <= set(summary.columns)
         predictions = pd.read_csv(directory / f"{method}_inference_predictions.csv")
@@ -187,19 +191,125 @@ def test_statistics_files_summarise_each_method_and_pair(grid_study):
     results = pd.read_csv(grid_study / "results.csv")
     summary = pd.read_csv(grid_study / "summary.csv")
     assert len(summary) == 4 and (summary.n_seeds == 2).all()  # 2 methods x 2 sizes, seeds 1 and 2
+    assert summary.config_id.tolist() == select(results).config_id.tolist()
     for row in summary.itertuples():
         runs = results[results.config_id == row.config_id]
         assert row.test_accuracy_mean == pytest.approx(runs.test_accuracy.mean())
         assert row.test_accuracy_std == pytest.approx(runs.test_accuracy.std(ddof=1), nan_ok=True)
-        assert row.test_accuracy_ci_low <= row.test_accuracy_mean <= row.test_accuracy_ci_high
-        assert row.test_f1_macro_ci_low <= row.test_f1_macro_mean <= row.test_f1_macro_ci_high
+        for metric, column in (("accuracy", "test_accuracy"), ("f1_macro", "test_f1_macro")):
+            expected = seed_interval(grid_study, runs.run_id, metric)
+            assert [getattr(row, f"{column}_ci_low"), getattr(row, f"{column}_ci_high")] == pytest.approx(expected)
     pairs = pd.read_csv(grid_study / "pairwise.csv")
     assert len(pairs) == 2 and set(pairs.train_size) == {100, 200}
-    assert pairs.verdict.str.match(r"\w+ vs \w+: no significant difference \(p|\w+ > \w+, p").all()
-    assert (0 <= pairs.p_value).all() and (pairs.p_value <= 1).all()
+    for pair in pairs.itertuples():
+        labels, pred_a, pred_b = (pd.read_csv(grid_study / "runs" / r / "predictions.csv")[c]
+                                  for r, c in ((pair.run_a, "label"), (pair.run_a, "pred"), (pair.run_b, "pred")))
+        correct_a, correct_b = (pred_a == labels).to_numpy(), (pred_b == labels).to_numpy()
+        only_a, only_b = int((correct_a & ~correct_b).sum()), int((~correct_a & correct_b).sum())
+        assert (pair.only_a_correct, pair.only_b_correct) == (only_a, only_b)
+        assert (pair.statistic, pair.p_value) == pytest.approx(mcnemar(correct_a, correct_b))
+        winner, loser = (pair.method_a, pair.method_b) if only_a > only_b else (pair.method_b, pair.method_a)
+        assert pair.verdict.startswith(f"{winner} > {loser}, p" if pair.p_value < ALPHA
+                                       else f"{pair.method_a} vs {pair.method_b}: no significant difference")
     statistics = json.loads((grid_study / "statistics.json").read_text())
     assert len(statistics["configurations"]) == 6 and len(statistics["methods"]) == 4
-    assert "never" in statistics["selection"] and len(statistics["pairs"]) == 2
+    pd.testing.assert_frame_equal(pd.DataFrame(statistics["pairs"]), pairs, check_dtype=False)
+
+
+def run_table(rows) -> pd.DataFrame:
+    """results.csv rows from (method, train_size, config_id, seed, best_val_f1, test_accuracy)."""
+    return pd.DataFrame([{"run_id": f"{config}-seed{seed}", "method": method, "train_size": size, "config_id": config,
+                          "seed": seed, "best_val_f1": val, "test_accuracy": test, "test_f1_macro": test}
+                         for method, size, config, seed, val, test in rows])
+
+
+# Per (method, size), where the mean validation F1 over seeds and the best seed disagree, and the
+# test scores favour the configuration validation rejects.
+SELECTION = run_table([
+    ("lora", 100, "lora-n100-A", 1, 0.80, 0.99), ("lora", 100, "lora-n100-A", 2, 0.70, 0.99),  # mean 0.75
+    ("lora", 100, "lora-n100-B", 1, 0.76, 0.50), ("lora", 100, "lora-n100-B", 2, 0.77, 0.50),  # mean 0.765
+    ("lora", 200, "lora-n200-A", 1, 0.82, 0.50), ("lora", 200, "lora-n200-A", 2, 0.80, 0.50),  # mean 0.81
+    ("lora", 200, "lora-n200-B", 1, 0.79, 0.99), ("lora", 200, "lora-n200-B", 2, 0.79, 0.99),
+    ("bitfit", 100, "bitfit-n100-C", 1, 0.60, 0.50), ("bitfit", 100, "bitfit-n100-C", 2, 0.62, 0.50),
+    ("bitfit", 100, "bitfit-n100-D", 1, 0.90, 0.99), ("bitfit", 100, "bitfit-n100-D", 2, 0.20, 0.99),
+])
+
+
+def test_selection_ranks_configurations_by_mean_validation_f1_not_their_best_seed():
+    """lora at 100: A's best seed (0.80) beats all of B's, but B's mean (0.765) beats A's (0.75); the
+    chosen run is then the winner's best seed. Each method and size is decided apart."""
+    assert select(SELECTION).run_id.tolist() == ["lora-n100-B-seed2", "lora-n200-A-seed1", "bitfit-n100-C-seed2"]
+
+
+def test_best_per_method_is_the_selection_on_the_largest_training_set():
+    best = best_per_method(SELECTION)
+    assert best.index.tolist() == ["lora", "bitfit"]  # the table's order
+    assert best.run_id.tolist() == ["lora-n200-A-seed1", "bitfit-n100-C-seed2"]
+
+
+def test_reseed_plan_reruns_the_mean_best_configuration_per_size_on_the_missing_seeds():
+    cfg = StudyConfig(methods=[StudyMethodConfig(name="lora", grid={"lr": [1e-3, 2e-3]})], sizes=[100, 200],
+                      seeds=[1, 2], reseed_best=[2, 3, 4])
+    grid = plan(cfg)
+    validation = {"lora-n100-lr0.001-bs32-ep1": [0.80, 0.70], "lora-n100-lr0.002-bs32-ep1": [0.76, 0.77],
+                  "lora-n200-lr0.001-bs32-ep1": [0.82, 0.80], "lora-n200-lr0.002-bs32-ep1": [0.79, 0.79]}
+    assert [r.config_id for r in grid[::2]] == list(validation)
+    results = run_table([("lora", r.size, r.config_id, r.config.train.seed,
+                          validation[r.config_id][r.config.train.seed - 1], 0.5) for r in grid])
+    assert [r.run_id for r in reseed_plan(cfg, grid, results)] == [
+        "lora-n100-lr0.002-bs32-ep1-seed3", "lora-n100-lr0.002-bs32-ep1-seed4",
+        "lora-n200-lr0.001-bs32-ep1-seed3", "lora-n200-lr0.001-bs32-ep1-seed4"]
+
+
+def write_hand_study(directory, correct: dict[str, list[np.ndarray]]):
+    """Run directories with predictions.csv and metrics.json for `correct[method][seed - 1]`, one
+    configuration per method, seed 1 its best on validation; returns results.csv's table."""
+    labels = np.arange(len(next(iter(correct.values()))[0])) % 2
+    rows = []
+    for method, seeds in correct.items():
+        for seed, right in enumerate(seeds, 1):
+            run_id = f"{method}-lr0.01-bs16-ep1-seed{seed}"
+            (directory / "runs" / run_id).mkdir(parents=True)
+            pd.DataFrame({"label": labels, "pred": np.where(right, labels, 1 - labels)}).to_csv(
+                directory / "runs" / run_id / "predictions.csv", index=False)
+            (directory / "runs" / run_id / "metrics.json").write_text(json.dumps({"label_names": ["neg", "pos"]}))
+            rows.append({"run_id": run_id, "config_id": f"{method}-lr0.01-bs16-ep1", "method": method,
+                         "train_size": 320, "seed": seed, "lr": 0.01, "batch_size": 16, "epochs": 1.0,
+                         "best_val_f1": 0.9 - 0.1 * seed, "test_accuracy": right.mean(),
+                         "test_f1_macro": right.mean()})
+    return pd.DataFrame(rows)
+
+
+def test_statistics_by_hand(tmp_path):
+    """100 test examples. bitfit: 60 then 70 right; lora: 90 then 80 right. Between the best runs
+    (seed 1): 35 examples only LoRA gets right, 5 only BitFit: chi-square (|35 - 5| - 1)^2 / 40."""
+    def right(*counts):  # alternating runs of right and wrong answers
+        return np.concatenate([np.full(n, i % 2 == 0) for i, n in enumerate(counts)])
+
+    correct = {"bitfit": [right(55, 35, 5, 5), right(70, 30)], "lora": [right(90, 10), right(80, 20)]}
+    results = write_hand_study(tmp_path, correct)
+    statistics = write_statistics(tmp_path, results)
+
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    assert summary.loc["bitfit", "test_accuracy_mean"] == pytest.approx(0.65)
+    assert summary.loc["bitfit", "test_accuracy_std"] == pytest.approx(math.sqrt(0.005))  # ddof 1: (0.05^2 * 2) / 1
+    assert summary.loc["lora", "test_accuracy_mean"] == pytest.approx(0.85)
+    assert summary.loc["lora", "best_run"] == "lora-lr0.01-bs16-ep1-seed1"
+    assert summary.loc["lora", "seeds"] == "1 2" and summary.loc["lora", "n_seeds"] == 2
+    lora_runs = results[results.method == "lora"].run_id
+    for metric in ("accuracy", "f1_macro"):  # the interval of the mean of both seeds, not of the best run
+        interval = summary.loc["lora", [f"test_{metric}_ci_low", f"test_{metric}_ci_high"]].tolist()
+        assert interval == pytest.approx(seed_interval(tmp_path, lora_runs, metric))
+        assert interval != pytest.approx(seed_interval(tmp_path, lora_runs[:1], metric))
+
+    pair = pd.read_csv(tmp_path / "pairwise.csv").iloc[0]
+    assert (pair.method_a, pair.method_b, pair.only_a_correct, pair.only_b_correct) == ("bitfit", "lora", 5, 35)
+    assert pair.statistic == pytest.approx(29 ** 2 / 40)
+    assert pair.p_value == pytest.approx(math.erfc(math.sqrt(29 ** 2 / 40 / 2)))  # chi-square(1) tail, 4.5e-6
+    assert pair.verdict == "lora > bitfit, p < 0.001"
+    configurations = {c["config_id"]: c for c in statistics["configurations"]}
+    assert configurations["lora-lr0.01-bs16-ep1"]["test_accuracy_mean"] == pytest.approx(0.85)
+    assert configurations["lora-lr0.01-bs16-ep1"]["test_accuracy_std"] == pytest.approx(math.sqrt(0.005))
 
 
 def test_selection_never_looks_at_test_metrics(grid_study):

@@ -206,11 +206,19 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if hint in (int, float):
+        if isinstance(value, bool):  # int(True) == 1: a switch given where a number belongs
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if hint is int and isinstance(value, int):
+            return value
         try:
-            number = float(value) if hint is float else int(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        return number
+        if hint is float:
+            return number
+        if not number.is_integer():  # int(8.5) == 8 would silently train on another value
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return int(number)
     if hint is str:
         return str(value)
     return value
