@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ARCHS, synthetic_frame
+from conftest import TINY_ARCHS
 from sendit.batching import collate, encode
 from sendit.config import ConfigError, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, save_yaml
 from sendit.methods import METHODS, get_method
-from sendit.models import PooledHead, load_model, load_tokenizer
+from sendit.models import PooledHead, load_model
 from sendit.run import ADAPTER_FILE, build_model, execute, load, save_trained
 from sendit.train import Batching, Trainer
 

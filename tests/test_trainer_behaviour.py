@@ -3,7 +3,6 @@ distillation loss adds, and the exact loss curve of a fixed-seed run."""
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 from conftest import LABELS
 from sendit import train as train_module
