@@ -29,6 +29,28 @@ def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"text": texts, "label": labels})
 
 
+def separable_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Texts whose first word alone gives the label ("good"/"bad", then noise words): a task a tiny random
+    model that adapts its encoder solves within a few epochs."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    noise = ["tweet", "today", "the", "a", "it", "was", "and", "so"]
+    texts = [f"{'good' if y else 'bad'} {' '.join(rng.choice(noise, int(rng.integers(1, 8))))} n{i}"
+             for i, y in enumerate(labels)]
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+@pytest.fixture(scope="module")
+def separable_splits(tmp_path_factory):
+    """300 separable texts split 240 / 30 / 30."""
+    from sendit.config import DataConfig
+    from sendit.data import prepare
+
+    path = tmp_path_factory.mktemp("separable") / "texts.csv"
+    separable_frame(300).to_csv(path, index=False)
+    return prepare(DataConfig(dataset="csv", path=str(path), label_names=LABELS))
+
+
 @pytest.fixture
 def tweets_csv(tmp_path):
     path = tmp_path / "tweets.csv"
@@ -42,6 +64,23 @@ def splits(tweets_csv):
     from sendit.data import prepare
 
     return prepare(DataConfig(dataset="csv", path=str(tweets_csv), label_names=["negative", "positive"]))
+
+
+@pytest.fixture(scope="module")
+def encoded_tweets(tmp_path_factory):
+    """Splits of 400 synthetic tweets, encoded once: every tiny model shares the MiniLM tokenizer."""
+    from sendit.batching import encode
+    from sendit.config import DataConfig
+    from sendit.data import prepare
+    from sendit.models import load_tokenizer
+
+    path = tmp_path_factory.mktemp("data") / "tweets.csv"
+    synthetic_frame(400).to_csv(path, index=False)
+    splits = prepare(DataConfig(dataset="csv", path=str(path), label_names=LABELS))
+    tokenizer = load_tokenizer("tiny-bert")
+    encoded = {name: encode(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), 32)
+               for name, frame in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+    return splits, encoded, tokenizer.pad_token_id
 
 
 def make_tar(path, members):

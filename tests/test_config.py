@@ -27,6 +27,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
     ("data: {clean: {lowercase: maybe}}", r"s.yaml.data.clean.lowercase: expected true/false"),
     ("- just a list", "the top level must be a mapping"),
     ("name: [unclosed", "not valid YAML"),
+    ("train: {early_stopping_patience: 0}", r"s.yaml.*early_stopping_patience=0: must be at least 1.*old 0.*is now 1"),
 ])
 def test_bad_config_names_file_and_field(tmp_path, text, message):
     path = tmp_path / "s.yaml"

@@ -1,28 +1,12 @@
-"""Distillation: the KD loss by hand, the teacher-logit cache and its keys, shrunk students."""
-import math
-
+"""Distillation: the teacher-logit cache and its keys, shrunk students (the KD loss itself: test_trainer_behaviour)."""
 import numpy as np
 import pytest
 import torch
 
-from sendit.artifacts import load
 from sendit.config import DistillConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-from sendit.distill import kd_loss, loss_for, teacher_logits
+from sendit.artifacts import load
+from sendit.distill import loss_for, teacher_logits
 from sendit.run import execute
-
-
-def test_kd_loss_matches_a_hand_computation():
-    student = torch.tensor([[2.0, 0.0]])
-    teacher = torch.tensor([[0.0, 2.0]])
-    labels = torch.tensor([0])
-    temperature, alpha = 2.0, 0.25
-    p_t = [1 / (1 + math.e), math.e / (1 + math.e)]  # softmax([0, 1]) (teacher / T)
-    p_s = [math.e / (1 + math.e), 1 / (1 + math.e)]  # softmax([1, 0]) (student / T)
-    kl = sum(t * math.log(t / s) for t, s in zip(p_t, p_s))
-    ce = -math.log(math.exp(2) / (math.exp(2) + 1))
-    expected = alpha * temperature**2 * kl + (1 - alpha) * ce
-    assert kd_loss(student, teacher, labels, temperature, alpha).item() == pytest.approx(expected, rel=1e-6)
-    assert kd_loss(student, teacher, labels, temperature, 0.0).item() == pytest.approx(ce, rel=1e-6)
 
 
 @pytest.fixture
@@ -73,19 +57,30 @@ def test_tokenizer_change_misses_the_cache(teacher_run, splits, monkeypatch):
     assert distill.cache_key(teacher_run, texts, tokenizer, 32) != key
 
 
-def test_student_trains_with_kd_and_shrunk_model_loads_and_predicts(teacher_run, splits, tmp_path):
+def test_shrunk_student_follows_its_teacher_even_against_the_labels(separable_splits, tmp_path, monkeypatch):
+    """alpha=1: the loss is the teacher's alone. A teacher that inverts every training label makes the
+    student predict the opposite of the test labels; with the KD term ignored, misweighted or fed another
+    example's teacher logits, the student would learn the labels or nothing."""
+    from sendit import distill
     from sendit.models import count_parameters, load_model, shrink
 
     small = shrink(str(_save_tiny(tmp_path)), [0], tmp_path / "student")
     model, _ = load_model(str(small), 2)
     assert model.config.num_hidden_layers == 1
-    cfg = RunConfig(model=ModelConfig(name=str(small), max_length=32), method=MethodConfig(name="full", lr=1e-3),
-                    train=TrainConfig(max_steps=4, batch_size=16, bf16=False),
-                    distill=DistillConfig(teacher=str(teacher_run)))
-    row = execute(cfg, tmp_path / "kd", splits, make_loss=loss_for(cfg, splits))
-    assert 0 <= row["test_accuracy"] <= 1 and row["trainable_params"] == count_parameters(model)[1]
-    reloaded, _, saved = load(tmp_path / "kd")
-    assert saved.distill.teacher == str(teacher_run)
+    labels = torch.from_numpy(separable_splits.train["label"].to_numpy())
+    inverted = torch.nn.functional.one_hot(1 - labels, 2).float() * 6 - 3
+    monkeypatch.setattr(distill, "teacher_logits", lambda cfg, texts, batch_size: (inverted, True))
+
+    def test_accuracy(kd: DistillConfig | None, name: str) -> float:
+        cfg = RunConfig(model=ModelConfig(name=str(small), max_length=32), method=MethodConfig(name="full", lr=3e-3),
+                        train=TrainConfig(epochs=2, batch_size=16, bf16=False, seed=1), distill=kd)
+        row = execute(cfg, tmp_path / name, separable_splits, make_loss=loss_for(cfg, separable_splits))
+        assert row["trainable_params"] == count_parameters(model)[1]
+        return row["test_accuracy"]
+
+    assert test_accuracy(None, "plain") >= 0.9
+    assert test_accuracy(DistillConfig(teacher="inverting-teacher", alpha=1.0), "kd") <= 0.1
+    assert load(tmp_path / "kd")[2].distill.teacher == "inverting-teacher"
 
 
 def _save_tiny(tmp_path):

@@ -42,15 +42,18 @@ def test_attention_choice_is_saved_and_reloaded(tmp_path, splits):
 
 
 def test_bf16_and_fp32_runs_in_one_process(tmp_path, splits):
-    """accelerate keeps one precision per process; a study may alternate (here bf16, fp32, bf16)."""
-    import json
-
-    for index, bf16 in enumerate((True, False, True)):
+    """accelerate keeps one precision per process; a study may alternate (here bf16, fp32, bf16): each
+    run computes in its own precision, and the second bf16 run repeats the first exactly."""
+    def run(index: int, bf16: bool) -> np.ndarray:
         cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
                         model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="lora"),
                         train=TrainConfig(max_steps=2, batch_size=16, bf16=bf16, threads=1))
         execute(cfg, tmp_path / str(index), splits)
-        assert json.loads((tmp_path / str(index) / "metrics.json").read_text())["row"]["bf16"] is bf16
+        return probabilities(pd.read_csv(tmp_path / str(index) / "predictions.csv"))
+
+    first_bf16, fp32, second_bf16 = run(0, True), run(1, False), run(2, True)
+    np.testing.assert_array_equal(second_bf16, first_bf16)
+    assert np.abs(fp32 - first_bf16).max() > 1e-5, "the fp32 run computed in bf16, or the reverse"
 
 
 @pytest.mark.parametrize("kind", ["bert", "opt"])
@@ -84,18 +87,23 @@ def test_bf16_weights_for_inference_match_autocast_and_are_restored(splits, kind
 
 
 def test_bf16_validation_inside_training_leaves_training_in_float32(tmp_path, splits):
-    """Validation between epochs casts the weights to bf16 for its batches; the second epoch trains
-    the restored float32 weights, which are saved as float32."""
+    """Validation between epochs casts the weights to bf16 for its batches (eval_batch_size 8: several
+    batches); the second epoch trains the restored float32 weights exactly as after a validation that
+    only autocasts (one batch), and they are saved as float32."""
     import torch
     from safetensors.torch import load_file
 
-    cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
-                    model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="full", lr=1e-2),
-                    train=TrainConfig(epochs=2, batch_size=16, bf16=True, threads=1, eval_batch_size=8))
-    execute(cfg, tmp_path / "run", splits)
-    log = pd.read_csv(tmp_path / "run" / "epoch_log.csv")
-    assert list(log.epoch) == [1.0, 2.0] and log.train_loss.iloc[1] < log.train_loss.iloc[0]
-    saved = load_file(str(tmp_path / "run" / "adapter.safetensors"))
+    def epoch_log(eval_batch_size: int) -> pd.DataFrame:
+        cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
+                        model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="full", lr=1e-2),
+                        train=TrainConfig(epochs=2, batch_size=16, bf16=True, threads=1, eval_batch_size=eval_batch_size))
+        execute(cfg, tmp_path / str(eval_batch_size), splits)
+        return pd.read_csv(tmp_path / str(eval_batch_size) / "epoch_log.csv")
+
+    cast, autocast_only = epoch_log(8), epoch_log(128)
+    assert list(cast.epoch) == [1.0, 2.0] and len(splits.val) > 8
+    assert cast.train_loss.tolist() == autocast_only.train_loss.tolist()
+    saved = load_file(str(tmp_path / "8" / "adapter.safetensors"))
     assert {t.dtype for t in saved.values()} == {torch.float32}
 
 

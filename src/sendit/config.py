@@ -91,7 +91,9 @@ class TrainConfig:
     scheduler: str = "linear"  # linear | cosine | constant
     eval_every_steps: int | None = None  # None: validate once per epoch
     evals_per_epoch: int = 1  # >1 validates several times per epoch (seed 003 used 2)
-    early_stopping_patience: int | None = None  # validations without val-F1 gain before stopping
+    # Stop a phase once this many validations in a row brought no val-F1 gain (>= 1; 1: at the first
+    # validation without a gain). None: every scheduled validation runs.
+    early_stopping_patience: int | None = None
     bf16: bool | None = None  # autocast to bf16; None: on where supported (CUDA bf16, AVX512-BF16, AMX)
     length_buckets: bool = True  # batches of similar length, shuffled: less padding, same randomness
     # Token-budget batching: batches of up to this many padded tokens (rows x longest row) instead of
@@ -111,6 +113,10 @@ class TrainConfig:
         if self.batch_tokens is not None and (self.batch_tokens < 1 or not self.length_buckets):
             raise ConfigError(f"train.batch_tokens={self.batch_tokens}: needs a positive token count and "
                               "train.length_buckets: true (budgets cut length-sorted buckets)")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ConfigError(f"train.early_stopping_patience={self.early_stopping_patience}: must be at least 1 "
+                              "(validations in a row without a val-F1 gain); the old 0, stop at the first "
+                              "validation without a gain, is now 1")
 
 
 @dataclass
@@ -180,7 +186,10 @@ def _build(cls: type, values: Any, where: str) -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in values.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:  # a dataclass's own check: name the file too
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

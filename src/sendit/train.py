@@ -155,11 +155,11 @@ class Trainer:
                     self._validate(phase, epoch, step, float(loss_sum) / loss_count, val)
                     loss_sum, loss_count = torch.zeros(()), 0
                     model.train()
-                    if self._should_stop() or step == total:
+                    if step == total or self._should_stop():
                         break
-            if self._should_stop():
+            if step == total or self._should_stop():
                 break
-            batches = self._epoch_batches(train) if step < total else []
+            batches = self._epoch_batches(train)
 
     def _epoch_batches(self, train: Encoded) -> list[np.ndarray]:
         cfg = self.cfg
@@ -202,9 +202,9 @@ class Trainer:
                     self._validate_head(head, phase, epoch, step, float(loss_sum) / loss_count, val_x, val)
                     loss_sum, loss_count = torch.zeros(()), 0
                     self.model.train()
-                    if self._should_stop() or step == total:
+                    if step == total or self._should_stop():
                         break
-            if self._should_stop():
+            if step == total or self._should_stop():
                 break
 
     # -- helpers ------------------------------------------------------------------------------
@@ -275,8 +275,11 @@ class Trainer:
             self.evals_since_best += 1
 
     def _should_stop(self) -> bool:
+        """True once `early_stopping_patience` validations in a row of this phase brought no val-F1
+        gain (Hugging Face's EarlyStoppingCallback). Asked only before the phase's last step, so
+        `stopped_early` means validations were skipped."""
         patience = self.cfg.early_stopping_patience
-        stop = patience is not None and self.evals_since_best > patience
+        stop = patience is not None and self.evals_since_best >= patience
         self.result.stopped_early |= stop
         return stop
 
