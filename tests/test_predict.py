@@ -18,7 +18,7 @@ from sendit.cli import app
 from sendit.data import DataError
 from sendit.evaluate import predict_logits, softmax
 from sendit.predict import predict_probabilities, read_texts
-from sendit.run import batching_for, load, use_bf16
+from sendit.run import batching_for, load
 
 runner = CliRunner()
 # bf16 keeps 8 significant bits: a different batch shape may change the order of bf16 accumulations, so
@@ -86,14 +86,14 @@ def test_bf16_run_predicts_in_bf16_within_tolerance(runs, tmp_path):
     model, tokenizer, cfg = load(run)
     frame, _ = eval_probabilities(run)
     test = encode(tokenizer, frame.text.tolist(), frame.label.to_numpy(), cfg.model.max_length)
-    logits, _ = predict_logits(model, test, cfg.train.eval_batch_size, use_bf16(cfg),
+    logits, _ = predict_logits(model, test, cfg.train.eval_batch_size, cfg.train.eval_precision,
                                **vars(batching_for(tokenizer, model)))
     expected = softmax(logits)
     got = predict_probabilities(model, tokenizer, cfg, frame.text.tolist(), batch_size=7)
     np.testing.assert_allclose(got, expected, rtol=0, atol=BF16_ATOL)
     clear = np.abs(expected[:, 1] - 0.5) > BF16_ATOL
     assert (got.argmax(1) == expected.argmax(1))[clear].all()
-    fp32 = predict_probabilities(model, tokenizer, cfg, frame.text.tolist(), bf16=False)
+    fp32 = predict_probabilities(model, tokenizer, cfg, frame.text.tolist(), precision="fp32")
     assert np.abs(fp32 - got).max() > 1e-6  # bf16 really was used
 
 

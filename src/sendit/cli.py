@@ -228,7 +228,7 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     from sendit.data.datasets import check_independent
     from sendit.data.inputs import encode_inputs
     from sendit.evaluate import classification_metrics, predict_logits
-    from sendit.run import batching_for, load, use_bf16
+    from sendit.run import batching_for, eval_precision, load
 
     model, tokenizer, cfg = _guard(lambda: load(run))
     data = cfg.data
@@ -244,8 +244,9 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
         _fail(f"labels of {data.dataset} {label_names} differ from the run's {cfg.data.label_names}")
     encoded = _guard(lambda: encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), data,
                                            cfg.model.max_length))
-    logits, seconds = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
-                                     **vars(batching_for(tokenizer, model)))
+    batching = batching_for(tokenizer, model)
+    logits, seconds = predict_logits(model, encoded, cfg.train.eval_batch_size,
+                                     eval_precision(cfg, model, encoded, batching).precision, **vars(batching))
     metrics = classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
     console.print(f"{run} on {data.dataset}:{split} ({len(frame):,} examples, {seconds:.1f} s)")
     for key in ("accuracy", "f1_macro", "f1_weighted", "recall_macro"):
@@ -342,6 +343,35 @@ def methods(model: str = typer.Option("minilm", help="Count trainable parameters
                       f"{method.lr:g}" if method.lr else "-", options, cls.summary)
     console.print(table)
     console.print(f"model {model}: {total:,} parameters")
+
+
+@app.command()
+def doctor(model: str = typer.Option("minilm", help="Decide the precision for this model"),
+           batch_size: int = typer.Option(32, min=1, help="Rows of the timed batch"),
+           length: int = typer.Option(24, min=1, help="Tokens per row of the timed batch (a tweet: ~24 minilm tokens)"),
+           method: str = typer.Option("full", help="Method whose training step is timed (see `sendit methods`)")):
+    """This machine: devices, CPU, threads, matmul peaks, library versions, and the precision `auto`
+    picks for a model's training and inference, with the timings behind it (cached once measured)."""
+    _quiet()
+    from rich.table import Table
+
+    from sendit.config import MethodConfig
+    from sendit.hardware import inference_precision, machine_facts, resolve_device, synthetic_batch, training_precision
+    from sendit.methods import get_method
+    from sendit.models import load_model
+
+    table = Table("what", "value", title="sendit doctor", header_style="bold")
+    for what, value in machine_facts():
+        table.add_row(what, value)
+    base, _ = _guard(lambda: load_model(model, 2))
+    net = get_method(MethodConfig(name=method)).apply(base)
+    device = resolve_device("auto")
+    batch = synthetic_batch(net.config.vocab_size, batch_size, length)
+    for kind, decide in (("training", training_precision), ("inference", inference_precision)):
+        choice = decide("auto", device, net, batch)
+        table.add_row(f"{kind} precision ({model}, {method}, {batch_size} x {length})",
+                      f"{choice.precision}: {choice.reason}")
+    console.print(table)
 
 
 @app.command()

@@ -48,7 +48,7 @@ def teacher_logits(cfg: DistillConfig, texts: list[str], batch_size: int = 128) 
     """The teacher's logits on `texts` (in order), from the cache when present; (logits, was_cached)."""
     from safetensors.torch import load_file, save_file
 
-    from sendit.run import batching_for, load, use_bf16
+    from sendit.run import batching_for, eval_precision, load
 
     teacher_dir = Path(cfg.teacher)
     model, tokenizer, teacher_cfg = load(teacher_dir)
@@ -57,7 +57,9 @@ def teacher_logits(cfg: DistillConfig, texts: list[str], batch_size: int = 128) 
         return load_file(str(path))["logits"], True
     encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), teacher_cfg.data,
                             teacher_cfg.model.max_length)
-    logits, _ = predict_logits(model, encoded, batch_size, use_bf16(teacher_cfg), **vars(batching_for(tokenizer, model)))
+    batching = batching_for(tokenizer, model)
+    precision = eval_precision(teacher_cfg, model, encoded, batching).precision
+    logits, _ = predict_logits(model, encoded, batch_size, precision, **vars(batching))
     tensor = torch.from_numpy(logits)
     atomic_write(path, lambda tmp: save_file({"logits": tensor}, str(tmp)))
     return tensor, False
@@ -84,9 +86,9 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     _, total = count_parameters(model)
     model = merged(model)
     encoded = encode_inputs(tokenizer, texts, np.zeros(len(texts), dtype=np.int64), cfg.data, cfg.model.max_length)
-    predict_logits(model, encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, True,
+    predict_logits(model, encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, "bf16",
                    **vars(batching_for(tokenizer, model)))  # warm-up
-    _, seconds = predict_logits(model, encoded, batch_size, True, **vars(batching_for(tokenizer, model)))
+    _, seconds = predict_logits(model, encoded, batch_size, "bf16", **vars(batching_for(tokenizer, model)))
     return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": cfg.model.name}
 
 
@@ -137,13 +139,14 @@ def run_distillation(teacher: Path, student: str, method, train, seeds: list[int
 
 def _evaluate_teacher(teacher: Path, splits) -> dict:
     from sendit.evaluate import classification_metrics
-    from sendit.run import batching_for, load, use_bf16
+    from sendit.run import batching_for, eval_precision, load
 
     model, tokenizer, cfg = load(teacher)
     encoded = encode_inputs(tokenizer, splits.test["text"].tolist(), splits.test["label"].to_numpy(), cfg.data,
                             cfg.model.max_length)
-    logits, _ = predict_logits(model, encoded, cfg.train.eval_batch_size, use_bf16(cfg),
-                               **vars(batching_for(tokenizer, model)))
+    batching = batching_for(tokenizer, model)
+    logits, _ = predict_logits(model, encoded, cfg.train.eval_batch_size,
+                               eval_precision(cfg, model, encoded, batching).precision, **vars(batching))
     return classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
 
 

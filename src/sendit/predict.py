@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 
 from sendit.evaluate import predict_logits, softmax
-from sendit.run import batching_for, use_bf16
+from sendit.run import batching_for, eval_precision
 
 
-def predict_probabilities(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, bf16: bool | None = None,
+def predict_probabilities(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, precision: str | None = None,
                           on_batch=None) -> np.ndarray:
-    """Class probabilities, one row per text: cleaned, tokenised and batched by length as in evaluation."""
+    """Class probabilities, one row per text: cleaned, tokenised and batched by length as in evaluation;
+    in `precision`, by default the run's `train.eval_precision` (auto: measured on this machine)."""
     from sendit.data import SOURCES
     from sendit.data.clean import clean_series
     from sendit.data.inputs import encode_inputs
@@ -24,16 +25,16 @@ def predict_probabilities(model, tokenizer, cfg, texts: list[str], batch_size: i
     cleaned = clean_series(given, cfg.data.clean) if SOURCES[cfg.data.dataset].clean else given.str.strip()
     encoded = encode_inputs(tokenizer, cleaned.tolist(), np.zeros(len(texts), dtype=np.int64), cfg.data,
                             cfg.model.max_length)
-    bf16 = use_bf16(cfg) if bf16 is None else bf16
-    logits, _ = predict_logits(model, encoded, batch_size, bf16, **vars(batching_for(tokenizer, model)),
-                               on_batch=on_batch)
+    batching = batching_for(tokenizer, model)
+    precision = precision or eval_precision(cfg, model, encoded, batching).precision
+    logits, _ = predict_logits(model, encoded, batch_size, precision, **vars(batching), on_batch=on_batch)
     return softmax(logits)
 
 
-def predict_texts(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, bf16: bool | None = None,
+def predict_texts(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, precision: str | None = None,
                   on_batch=None) -> pd.DataFrame:
     """One row per text: label and the probability of every class."""
-    probs = predict_probabilities(model, tokenizer, cfg, texts, batch_size, bf16, on_batch)
+    probs = predict_probabilities(model, tokenizer, cfg, texts, batch_size, precision, on_batch)
     names = cfg.data.label_names
     frame = pd.DataFrame({"text": texts, "label": [names[i] for i in probs.argmax(-1)]})
     for i, name in enumerate(names):
