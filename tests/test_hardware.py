@@ -229,3 +229,22 @@ def test_old_bf16_field_contradicting_precision_says_what_to_write():
 def test_unknown_precision_names_the_field_and_the_choices():
     with pytest.raises(ConfigError, match=r"train.eval_precision='fp8': one of auto, fp32, bf16, fp16"):
         TrainConfig(eval_precision="fp8")
+
+
+def test_doctor_shows_the_machine_and_each_choice_with_its_timings(monkeypatch):
+    from typer.testing import CliRunner
+
+    from sendit.cli import app
+
+    monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, size: {torch.bfloat16: 2.5}.get(dtype, 10.0))
+    monkeypatch.setattr(hardware, "time_training", lambda model, batch, device, p: {"fp32": 0.2, "bf16": 0.1}[p])
+    monkeypatch.setattr(hardware, "time_inference", lambda model, batch, device, p: {"fp32": 0.1, "bf16": 0.3}[p])
+    result = CliRunner().invoke(app, ["doctor", "--model", "tiny-bert"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("CPU matmul bf16" in line and "2.5 GFLOP/s" in line for line in lines)
+    assert any("training precision (tiny-bert, full, 32 x 24)" in line
+               and "bf16: fastest measured (fp32 200 ms, bf16 100 ms)" in line for line in lines)
+    assert any("inference precision" in line and "fp32: fastest measured (fp32 100 ms, bf16 300 ms)" in line
+               for line in lines)
+    assert any("│ torch " in line and torch.__version__ in line for line in lines)

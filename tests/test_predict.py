@@ -77,11 +77,11 @@ def test_cli_labels_equal_the_evaluation_in_fp32(runs):
 
 
 def test_bf16_run_predicts_in_bf16_within_tolerance(runs, tmp_path):
-    """The run switched to bf16 (training in bf16 here would clash with accelerate's fp32 state): the
+    """The run switched to bf16 inference (train.eval_precision; training stays fp32): the
     evaluation's code path (pre-cleaned texts, batches of 128) against `predict` (batches of 7)."""
     run = shutil.copytree(runs["lora"], tmp_path / "bf16")
     config = yaml.safe_load((run / "config.yaml").read_text())
-    config["train"]["bf16"] = True
+    config["train"]["eval_precision"] = "bf16"
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     model, tokenizer, cfg = load(run)
     frame, _ = eval_probabilities(run)

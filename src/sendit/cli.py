@@ -264,7 +264,8 @@ def predict(run: Path = typer.Argument(..., help="A run directory"),
             text_column: str = typer.Option("text", help="Text column of a CSV/TSV/JSONL file"),
             output: str = typer.Option("table", "--output", "-o", help="table | csv | jsonl"),
             batch_size: int = typer.Option(64, min=1)):
-    """Label texts with a saved run: label and probability of every class (bf16 where the run used it)."""
+    """Label texts with a saved run: label and probability of every class (in the run's train.eval_precision;
+    auto: the faster here, measured once)."""
     if output not in OUTPUTS:
         _fail(f"--output {output!r}: one of {', '.join(OUTPUTS)}")
     _quiet()

@@ -196,8 +196,10 @@ def measure(device: str, probe: Callable[[str], float], hidden_size: int) -> Dec
     for precision in candidates(device):
         try:
             seconds[precision] = probe(precision)
-        except RuntimeError:  # a precision this device lacks (bf16 on older macOS)
+        except RuntimeError:  # a precision this device or model lacks (bf16 on older macOS)
             failed.append(precision)
+    if not seconds:
+        return Decision("fp32", f"no precision could be timed (failed: {', '.join(failed)})")
     best = min(seconds, key=seconds.get)
     timings = ", ".join(f"{p} {s * 1000:.0f} ms" for p, s in seconds.items())
     unusable = f"; failed: {', '.join(failed)}" if failed else ""
