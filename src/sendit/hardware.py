@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import platform
 import subprocess
@@ -85,6 +86,7 @@ def autocast(device: str, precision: str):
     return torch.autocast(device, dtype=DTYPES[precision])
 
 
+@functools.cache
 def cpu_model() -> str:
     """lscpu's model name (e.g. "AMD EPYC ..."), else what the platform module reports."""
     try:
@@ -190,7 +192,7 @@ def measure(device: str, probe: Callable[[str], float], hidden_size: int) -> Dec
     if device == "cpu":
         fp32, bf16 = (matmul_gflops(dtype, hidden_size) for dtype in (torch.float32, torch.bfloat16))
         if fp32 > MATMUL_GATE * bf16:
-            return Decision("fp32", f"bf16 matmuls {fp32 / bf16:.0f}x slower than fp32 ({bf16:.1f} vs "
+            return Decision("fp32", f"bf16 matmuls {fp32 / bf16:.1f}x slower than fp32 ({bf16:.1f} vs "
                                     f"{fp32:.1f} GFLOP/s at {hidden_size}^2): steps not timed")
     seconds, failed = {}, []
     for precision in candidates(device):
