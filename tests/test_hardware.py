@@ -3,6 +3,7 @@ loss scaling on the CPU; memory named by device; old `train.bf16` configs."""
 import json
 import resource
 import sys
+import time
 import types
 
 import numpy as np
@@ -32,11 +33,11 @@ def tiny():
 
 def fake_machine(monkeypatch, seconds: dict, gflops=(10.0, 10.0)) -> list:
     """Probes replaced by fixed timings (seconds per step by precision) and matmul GFLOP/s (fp32, bf16);
-    returns the list of precisions probed."""
+    returns (the precisions probed, in order; the probe)."""
     probed = []
     monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, size: gflops[dtype == torch.bfloat16])
 
-    def probe(precision):
+    def probe(precision, limit):
         probed.append(precision)
         return seconds[precision]
     return probed, probe
@@ -101,6 +102,15 @@ def test_measured_once_then_cached_per_threads_and_model_shape(monkeypatch, tiny
     keys = [json.loads(k) for k in json.loads((measure_cache()).read_text())]
     assert {(k["threads"], k["model"]) for k in keys} == {(threads, "BertConfig"), (threads + 1, "BertConfig"),
                                                          (threads, "OPTConfig")}
+
+
+def test_a_precision_far_slower_than_fp32_is_not_timed_past_its_warm_up():
+    """bf16 without bf16 units takes minutes per minilm step: one slow warm-up step is enough."""
+    steps = []
+    slow = hardware._best_seconds(lambda: steps.append(time.sleep(0.02)), "cpu", limit=0.01)
+    assert len(steps) == 1 and slow >= 0.02
+    hardware._best_seconds(lambda: steps.append(None), "cpu", limit=1.0)
+    assert len(steps) == 2 + hardware.TIMED_STEPS
 
 
 def measure_cache():
@@ -186,8 +196,8 @@ def test_run_records_device_precision_and_the_measured_reason(monkeypatch, encod
     """`auto` trains in the precision measured faster and writes why, with the timings."""
     splits, _, _ = encoded
     monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, size: 10.0)
-    monkeypatch.setattr(hardware, "time_training", lambda model, batch, device, p: {"fp32": 2.0, "bf16": 1.0}[p])
-    monkeypatch.setattr(hardware, "time_inference", lambda model, batch, device, p: {"fp32": 1.0, "bf16": 3.0}[p])
+    monkeypatch.setattr(hardware, "time_training", lambda model, batch, device, p, limit: {"fp32": 2.0, "bf16": 1.0}[p])
+    monkeypatch.setattr(hardware, "time_inference", lambda model, batch, device, p, limit: {"fp32": 1.0, "bf16": 3.0}[p])
     cfg = RunConfig(model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="lora", lr=1e-2),
                     train=TrainConfig(max_steps=2, batch_size=16, threads=1))
     row = execute(cfg, tmp_path / "run", splits)
@@ -237,8 +247,8 @@ def test_doctor_shows_the_machine_and_each_choice_with_its_timings(monkeypatch):
     from sendit.cli import app
 
     monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, size: {torch.bfloat16: 2.5}.get(dtype, 10.0))
-    monkeypatch.setattr(hardware, "time_training", lambda model, batch, device, p: {"fp32": 0.2, "bf16": 0.1}[p])
-    monkeypatch.setattr(hardware, "time_inference", lambda model, batch, device, p: {"fp32": 0.1, "bf16": 0.3}[p])
+    monkeypatch.setattr(hardware, "time_training", lambda model, batch, device, p, limit: {"fp32": 0.2, "bf16": 0.1}[p])
+    monkeypatch.setattr(hardware, "time_inference", lambda model, batch, device, p, limit: {"fp32": 0.1, "bf16": 0.3}[p])
     result = CliRunner().invoke(app, ["doctor", "--model", "tiny-bert"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

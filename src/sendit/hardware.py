@@ -42,6 +42,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CACHE_FILE = "precision.json"
 MATMUL_GATE = 4.0  # bf16 matmuls this many times slower than fp32: bf16 steps are not timed
 TIMED_STEPS = 2  # timed after one warm-up step; the best is kept (noise only ever slows a step down)
+GIVE_UP = 3.0  # a precision whose warm-up step takes this many times fp32's best step is not timed further
 
 
 @dataclass
@@ -116,11 +117,16 @@ def _synchronize(device: str) -> None:
         torch.mps.synchronize()
 
 
-def _best_seconds(step: Callable[[], None], device: str, timed: int = TIMED_STEPS) -> float:
+def _best_seconds(step: Callable[[], None], device: str, limit: float | None = None) -> float:
+    """Best seconds of TIMED_STEPS steps after a warm-up; just the warm-up's when it exceeds `limit`."""
+    start = time.perf_counter()
     step()  # warm-up: kernel selection, allocations
     _synchronize(device)
+    warm_up = time.perf_counter() - start
+    if limit is not None and warm_up > limit:
+        return warm_up
     best = float("inf")
-    for _ in range(timed):
+    for _ in range(TIMED_STEPS):
         start = time.perf_counter()
         step()
         _synchronize(device)
@@ -128,7 +134,7 @@ def _best_seconds(step: Callable[[], None], device: str, timed: int = TIMED_STEP
     return best
 
 
-def time_training(model, batch: dict, device: str, precision: str) -> float:
+def time_training(model, batch: dict, device: str, precision: str, limit: float | None = None) -> float:
     """Best seconds of a training step (forward, backward, AdamW) in `precision`, on a copy of the
     model: the run's own weights, and its random state, are left as they were."""
     model = copy.deepcopy(model).to(device).train()
@@ -149,10 +155,10 @@ def time_training(model, batch: dict, device: str, precision: str) -> float:
         optimizer.zero_grad(set_to_none=True)
 
     with torch.random.fork_rng(devices=[]):
-        return _best_seconds(step, device)
+        return _best_seconds(step, device, limit)
 
 
-def time_inference(model, batch: dict, device: str, precision: str) -> float:
+def time_inference(model, batch: dict, device: str, precision: str, limit: float | None = None) -> float:
     """Best seconds of a forward pass in `precision` (eval mode, no gradients)."""
     batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
     was_training = model.training
@@ -163,7 +169,7 @@ def time_inference(model, batch: dict, device: str, precision: str) -> float:
             model(**batch)
 
     try:
-        return _best_seconds(step, device)
+        return _best_seconds(step, device, limit)
     finally:
         model.train(was_training)
 
@@ -187,8 +193,9 @@ def _read_cache() -> dict:
         return {}
 
 
-def measure(device: str, probe: Callable[[str], float], hidden_size: int) -> Decision:
-    """Time each candidate precision with `probe` (seconds per step) and keep the fastest."""
+def measure(device: str, probe: Callable[[str, float | None], float], hidden_size: int) -> Decision:
+    """Time each candidate precision with `probe(precision, limit)` (seconds per step) and keep the
+    fastest; after fp32, a candidate whose warm-up step exceeds GIVE_UP x fp32's is not timed further."""
     if device == "cpu":
         fp32, bf16 = (matmul_gflops(dtype, hidden_size) for dtype in (torch.float32, torch.bfloat16))
         if fp32 > MATMUL_GATE * bf16:
@@ -197,7 +204,8 @@ def measure(device: str, probe: Callable[[str], float], hidden_size: int) -> Dec
     seconds, failed = {}, []
     for precision in candidates(device):
         try:
-            seconds[precision] = probe(precision)
+            limit = GIVE_UP * seconds["fp32"] if "fp32" in seconds else None
+            seconds[precision] = probe(precision, limit)
         except RuntimeError:  # a precision this device or model lacks (bf16 on older macOS)
             failed.append(precision)
     if not seconds:
@@ -208,7 +216,7 @@ def measure(device: str, probe: Callable[[str], float], hidden_size: int) -> Dec
     return Decision(best, f"fastest measured ({timings}{unusable})", seconds)
 
 
-def decide(kind: str, requested: str, device: str, model, probe: Callable[[str], float]) -> Decision:
+def decide(kind: str, requested: str, device: str, model, probe: Callable[[str, float | None], float]) -> Decision:
     """The precision for `kind` ("train" or "inference"): as configured, CUDA's rule, or measured
     with `probe` once per cache key."""
     if requested != "auto":
@@ -226,11 +234,12 @@ def decide(kind: str, requested: str, device: str, model, probe: Callable[[str],
 
 
 def training_precision(requested: str, device: str, model, batch: dict) -> Decision:
-    return decide("train", requested, device, model, lambda p: time_training(model, batch, device, p))
+    return decide("train", requested, device, model, lambda p, limit: time_training(model, batch, device, p, limit))
 
 
 def inference_precision(requested: str, device: str, model, batch: dict) -> Decision:
-    return decide("inference", requested, device, model, lambda p: time_inference(model, batch, device, p))
+    return decide("inference", requested, device, model,
+                  lambda p, limit: time_inference(model, batch, device, p, limit))
 
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes")

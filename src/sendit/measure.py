@@ -113,12 +113,15 @@ def file_mb(path: Path) -> float:
 
 def matmul_gflops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.3) -> float:
     """Square-matmul throughput (GFLOP/s) in `dtype` on the CPU, with torch's thread count: one
-    warm-up product, then products for about `seconds`. A time budget rather than a count, because
-    a dtype without fast kernels (bf16 on AVX2: ~50x slower here) would otherwise take minutes."""
+    warm-up product, then the fastest of the products that fit in about `seconds` (other load only
+    ever slows one down). A time budget rather than a count, because a dtype without fast kernels
+    (bf16 on AVX2: ~50x slower here) would otherwise take minutes."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
-    count, start = 0, time.perf_counter()
-    while count == 0 or time.perf_counter() - start < seconds:
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
+        start = time.perf_counter()
         a @ b
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return 2 * size**3 / best / 1e9
