@@ -33,7 +33,7 @@ def main() -> None:
     from sendit.methods.base import Phase
     from sendit.methods.head import Head
     from sendit.models import load_model
-    from sendit.measure import bf16_supported
+    from sendit.hardware import representative_batch, training_precision
     from sendit.run import encode_splits
     from sendit.train import Batching, Trainer
 
@@ -52,7 +52,9 @@ def main() -> None:
         model, tokenizer = load_model(args.model, 2, seed=42)
         model = method.apply(model)
         encoded = encode_splits(tokenizer, splits, 64)
-        trainer = Trainer(model, method, cfg, Batching(tokenizer.pad_token_id), splits.label_names, bf16_supported())
+        batching = Batching(tokenizer.pad_token_id)
+        precision = training_precision("auto", "cpu", model, representative_batch(encoded["train"], 32, batching.pad_id))
+        trainer = Trainer(model, method, cfg, batching, splits.label_names, precision.precision)
         start = time.perf_counter()
         fit = trainer.fit(encoded["train"], encoded["val"])
         results[name] = {"seconds": round(time.perf_counter() - start, 1), "best_val_f1": round(fit.best["val_f1"], 4)}

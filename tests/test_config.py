@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sendit.config import ConfigError, StudyConfig, load_study, save_yaml
+from sendit.config import ConfigError, load_study, save_yaml
 from sendit.plan import plan
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))

@@ -63,7 +63,7 @@ def test_promised_parameters_train_change_and_reload_exactly(arch, method, encod
     _, encoded, pad_id = encoded_tweets
     cfg = RunConfig(data=DataConfig(label_names=LABELS), model=ModelConfig(name=arch, max_length=32),
                     method=MethodConfig(name=method, lr=1e-2),
-                    train=TrainConfig(max_steps=2, batch_size=8, bf16=False, warmup_ratio=0.0))
+                    train=TrainConfig(max_steps=2, batch_size=8, bf16=False, warmup_ratio=0.0, device="cpu"))
     model, _, adapter = build_model(cfg, LABELS)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     promised = {n for n, _ in model.named_parameters() if promised_trainable(method, n, HEADS[arch], arch)}
@@ -72,7 +72,7 @@ def test_promised_parameters_train_change_and_reload_exactly(arch, method, encod
         assert trainable, "nothing trains"
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
 
-    trainer = Trainer(model, adapter, cfg.train, Batching(pad_id), LABELS, bf16=False)
+    trainer = Trainer(model, adapter, cfg.train, Batching(pad_id), LABELS, precision="fp32", device=cfg.train.device)
     fit = trainer.fit(encoded["train"], encoded["val"])
     assert all(np.isfinite(row["train_loss"]) for row in fit.epoch_log)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}

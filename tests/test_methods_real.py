@@ -20,6 +20,6 @@ def test_method_on_minilm_trains_and_reloads(method, splits, tmp_path):
     model, tokenizer, saved = load(tmp_path / "run")
     from sendit.predict import predict_texts
 
-    again = predict_texts(model, tokenizer, saved, splits.test["text"].tolist(), bf16=False)
+    again = predict_texts(model, tokenizer, saved, splits.test["text"].tolist(), precision="fp32")
     stored = pd.read_csv(tmp_path / "run" / "predictions.csv")
     np.testing.assert_allclose(again["p_positive"].to_numpy(), stored["prob_positive"].to_numpy(), atol=1e-5)

@@ -13,7 +13,7 @@ import yaml
 from conftest import LABELS, eval_probabilities, tiny_data, tiny_run
 from typer.testing import CliRunner
 
-from sendit.artifacts import batching_for, load, use_bf16
+from sendit.artifacts import batching_for, load
 from sendit.batching import encode
 from sendit.cli import app
 from sendit.data import DataError
@@ -77,23 +77,23 @@ def test_cli_labels_equal_the_evaluation_in_fp32(runs):
 
 
 def test_bf16_run_predicts_in_bf16_within_tolerance(runs, tmp_path):
-    """The run switched to bf16 (training in bf16 here would clash with accelerate's fp32 state): the
+    """The run switched to bf16 inference (train.eval_precision; training stays fp32): the
     evaluation's code path (pre-cleaned texts, batches of 128) against `predict` (batches of 7)."""
     run = shutil.copytree(runs["lora"], tmp_path / "bf16")
     config = yaml.safe_load((run / "config.yaml").read_text())
-    config["train"]["bf16"] = True
+    config["train"]["eval_precision"] = "bf16"
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     model, tokenizer, cfg = load(run)
     frame, _ = eval_probabilities(run)
     test = encode(tokenizer, frame.text.tolist(), frame.label.to_numpy(), cfg.model.max_length)
-    logits, _ = predict_logits(model, test, cfg.train.eval_batch_size, use_bf16(cfg),
+    logits, _ = predict_logits(model, test, cfg.train.eval_batch_size, cfg.train.eval_precision,
                                **vars(batching_for(tokenizer, model)))
     expected = softmax(logits)
     got = predict_probabilities(model, tokenizer, cfg, frame.text.tolist(), batch_size=7)
     np.testing.assert_allclose(got, expected, rtol=0, atol=BF16_ATOL)
     clear = np.abs(expected[:, 1] - 0.5) > BF16_ATOL
     assert (got.argmax(1) == expected.argmax(1))[clear].all()
-    fp32 = predict_probabilities(model, tokenizer, cfg, frame.text.tolist(), bf16=False)
+    fp32 = predict_probabilities(model, tokenizer, cfg, frame.text.tolist(), precision="fp32")
     assert np.abs(fp32 - got).max() > 1e-6  # bf16 really was used
 
 

@@ -72,11 +72,11 @@ def test_bf16_weights_for_inference_match_autocast_and_are_restored(splits, kind
     batching = vars(batching_for(tokenizer, model))
     before = {name: (p.data_ptr(), p.detach().clone()) for name, p in model.named_parameters()}
     seen = []
-    cast, _ = predict_logits(model, encoded, 8, True, **batching,
+    cast, _ = predict_logits(model, encoded, 8, "bf16", **batching,
                              on_batch=lambda n: seen.append(model.classifier.weight.dtype if kind == "bert"
                                                             else model.score.weight.dtype))
-    autocast_only, _ = predict_logits(model, encoded, len(encoded), True, **batching)  # one batch: autocast
-    fp32, _ = predict_logits(model, encoded, 8, False, **batching)
+    autocast_only, _ = predict_logits(model, encoded, len(encoded), "bf16", **batching)  # one batch: autocast
+    fp32, _ = predict_logits(model, encoded, 8, "fp32", **batching)
     assert len(seen) > 1 and set(seen) == {torch.bfloat16}
     assert np.abs(cast - fp32).max() > 0  # bf16 really ran
     np.testing.assert_allclose(cast, autocast_only, atol=2e-2)

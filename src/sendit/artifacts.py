@@ -23,7 +23,7 @@ from sendit.data.clean import clean_series
 from sendit.data.inputs import encode_inputs
 from sendit.evaluate import predict_logits, softmax
 from sendit.io import atomic_write, atomic_write_json
-from sendit.measure import bf16_supported
+from sendit.hardware import Decision, inference_precision, representative_batch
 from sendit.methods import get_method
 from sendit.models import load_model
 from sendit.train import Batching
@@ -52,8 +52,12 @@ def build_model(cfg: RunConfig, label_names: list[str]):
     return method.apply(model), tokenizer, method
 
 
-def use_bf16(cfg: RunConfig) -> bool:
-    return bf16_supported() if cfg.train.bf16 is None else cfg.train.bf16
+def eval_precision(cfg: RunConfig, model, encoded: Encoded, batching: Batching) -> Decision:
+    """The inference precision for a (loaded) run's model on this machine, timed on `encoded` where
+    `train.eval_precision` is auto (see sendit.hardware)."""
+    device = next(model.parameters()).device.type
+    batch = representative_batch(encoded, cfg.train.eval_batch_size, **vars(batching))
+    return inference_precision(cfg.train.eval_precision, device, model, batch)
 
 
 def batching_for(tokenizer, model) -> Batching:
@@ -160,14 +164,16 @@ class Predictor:
         labels = np.zeros(len(texts), dtype=np.int64) if labels is None else labels
         return encode_inputs(self.tokenizer, texts, labels, data or self.cfg.data, self.cfg.model.max_length)
 
-    def logits(self, encoded: Encoded, batch_size: int | None = None, bf16: bool | None = None,
+    def logits(self, encoded: Encoded, batch_size: int | None = None, precision: str | None = None,
                on_batch=None) -> tuple[np.ndarray, float]:
-        """(logits, seconds the forward passes took); batch size and precision default to the run's evaluation's."""
+        """(logits, seconds the forward passes took); batch size and precision default to the run's
+        evaluation's (`train.eval_precision`; auto: the faster on this machine, measured once)."""
+        batching = batching_for(self.tokenizer, self.model)
+        precision = precision or eval_precision(self.cfg, self.model, encoded, batching).precision
         return predict_logits(self.model, encoded, self.cfg.train.eval_batch_size if batch_size is None else batch_size,
-                              use_bf16(self.cfg) if bf16 is None else bf16,
-                              **vars(batching_for(self.tokenizer, self.model)), on_batch=on_batch)
+                              precision, **vars(batching), on_batch=on_batch)
 
-    def predict(self, texts: list[str], batch_size: int | None = None, bf16: bool | None = None,
+    def predict(self, texts: list[str], batch_size: int | None = None, precision: str | None = None,
                 on_batch=None) -> np.ndarray:
         """Logits of new texts, one row per text: cleaned, tokenised and batched as in evaluation."""
-        return self.logits(self.encode(self.clean(texts)), batch_size, bf16, on_batch)[0]
+        return self.logits(self.encode(self.clean(texts)), batch_size, precision, on_batch)[0]

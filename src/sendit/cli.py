@@ -257,7 +257,8 @@ def predict(run: Path = typer.Argument(..., help="A run directory"),
             text_column: str = typer.Option("text", help="Text column of a CSV/TSV/JSONL file"),
             output: str = typer.Option("table", "--output", "-o", help="table | csv | jsonl"),
             batch_size: int = typer.Option(64, min=1)):
-    """Label texts with a saved run: label and probability of every class (bf16 where the run used it)."""
+    """Label texts with a saved run: label and probability of every class (in the run's train.eval_precision;
+    auto: the faster here, measured once)."""
     if output not in OUTPUTS:
         _fail(f"--output {output!r}: one of {', '.join(OUTPUTS)}")
     _quiet()
@@ -336,6 +337,35 @@ def methods(model: str = typer.Option("minilm", help="Count trainable parameters
                       f"{method.lr:g}" if method.lr else "-", options, cls.summary)
     console.print(table)
     console.print(f"model {model}: {total:,} parameters")
+
+
+@app.command()
+def doctor(model: str = typer.Option("minilm", help="Decide the precision for this model"),
+           batch_size: int = typer.Option(32, min=1, help="Rows of the timed batch"),
+           length: int = typer.Option(24, min=1, help="Tokens per row of the timed batch (a tweet: ~24 minilm tokens)"),
+           method: str = typer.Option("full", help="Method whose training step is timed (see `sendit methods`)")):
+    """This machine: devices, CPU, threads, matmul peaks, library versions, and the precision `auto`
+    picks for a model's training and inference, with the timings behind it (cached once measured)."""
+    _quiet()
+    from rich.table import Table
+
+    from sendit.config import MethodConfig
+    from sendit.hardware import inference_precision, machine_facts, resolve_device, synthetic_batch, training_precision
+    from sendit.methods import get_method
+    from sendit.models import load_model
+
+    table = Table("what", "value", title="sendit doctor", header_style="bold")
+    for what, value in machine_facts():
+        table.add_row(what, value)
+    base, _ = _guard(lambda: load_model(model, 2))
+    net = get_method(MethodConfig(name=method)).apply(base)
+    device = resolve_device("auto")
+    batch = synthetic_batch(net.config.vocab_size, batch_size, length)
+    for kind, decide in (("training", training_precision), ("inference", inference_precision)):
+        choice = decide("auto", device, net, batch)
+        table.add_row(f"{kind} precision ({model}, {method}, {batch_size} x {length})",
+                      f"{choice.precision}: {choice.reason}")
+    console.print(table)
 
 
 @app.command()

@@ -79,6 +79,10 @@ class MethodConfig:
     label: str | None = None  # display name in tables (default: name); distinguishes variants
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass
 class TrainConfig:
     """The optimisation loop, shared by every method."""
@@ -94,7 +98,15 @@ class TrainConfig:
     # Stop a phase once this many validations in a row brought no val-F1 gain (>= 1; 1: at the first
     # validation without a gain). None: every scheduled validation runs.
     early_stopping_patience: int | None = None
-    bf16: bool | None = None  # autocast to bf16; None: on where supported (CUDA bf16, AVX512-BF16, AMX)
+    device: str = "auto"  # auto | cpu | cuda | mps; auto: CUDA, then MPS, then the CPU
+    # Training precision: auto | fp32 | bf16 | fp16 (fp16 with loss scaling). auto: on CUDA bf16 where
+    # the GPU has it natively (compute capability >= 8.0), else fp16; on a CPU or MPS the faster of a
+    # few timed training steps of this model, measured once per machine (see sendit.hardware).
+    precision: str = "auto"
+    eval_precision: str = "auto"  # validation and inference: as `precision`, timed on forward passes
+    # Replaced by `precision` and `eval_precision`; old configs keep working: true sets both to bf16,
+    # false to fp32 (and it is written back as null).
+    bf16: bool | None = None
     length_buckets: bool = True  # batches of similar length, shuffled: less padding, same randomness
     # Token-budget batching: batches of up to this many padded tokens (rows x longest row) instead of
     # batch_size examples; needs length_buckets. None: batch_size examples per batch.
@@ -105,11 +117,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     fused_optimizer: bool = True  # torch's fused AdamW kernel; false: its per-tensor loop (slower on CPU)
     reuse_freed_memory: bool = True  # keep freed memory in the process (glibc); false: page faults every step
-    # With bf16: frozen linear weights kept in bf16, the values autocast would cast them to in every
+    # With bf16 training: frozen linear weights kept in bf16, the values autocast would cast them to in every
     # forward pass: same results, half their memory, no per-step cast. false: kept in float32.
     bf16_frozen_weights: bool = True
 
     def __post_init__(self):
+        for name, allowed in (("device", DEVICES), ("precision", PRECISIONS), ("eval_precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"train.{name}={getattr(self, name)!r}: one of {', '.join(allowed)}")
+        if self.bf16 is not None:
+            self._migrate_bf16()
         if self.batch_tokens is not None and (self.batch_tokens < 1 or not self.length_buckets):
             raise ConfigError(f"train.batch_tokens={self.batch_tokens}: needs a positive token count and "
                               "train.length_buckets: true (budgets cut length-sorted buckets)")
@@ -117,6 +134,16 @@ class TrainConfig:
             raise ConfigError(f"train.early_stopping_patience={self.early_stopping_patience}: must be at least 1 "
                               "(validations in a row without a val-F1 gain); the old 0, stop at the first "
                               "validation without a gain, is now 1")
+
+    def _migrate_bf16(self) -> None:
+        legacy = "bf16" if self.bf16 else "fp32"
+        for name in ("precision", "eval_precision"):
+            if getattr(self, name) not in ("auto", legacy):
+                raise ConfigError(f"train.bf16={str(self.bf16).lower()} contradicts train.{name}="
+                                  f"{getattr(self, name)}: remove train.bf16 (write train.precision and "
+                                  "train.eval_precision instead)")
+            setattr(self, name, legacy)
+        self.bf16 = None
 
 
 @dataclass

@@ -94,8 +94,8 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     _, total = count_parameters(predictor.model)
     predictor = replace(predictor, model=merged(predictor.model))
     encoded = predictor.encode(texts)
-    predictor.logits(encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, True)  # warm-up
-    _, seconds = predictor.logits(encoded, batch_size, True)
+    predictor.logits(encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, "bf16")  # warm-up
+    _, seconds = predictor.logits(encoded, batch_size, "bf16")
     return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": predictor.cfg.model.name}
 
 

@@ -1,13 +1,16 @@
-"""Cost measurements: peak memory of one run alone, wall time, parameters, size on disk.
+"""Cost measurements: peak memory of one run alone, wall time, parameters, size on disk, matmul peaks.
 
-The RSS high-water mark (VmHWM) only rises during a process's life; writing 5 to
-/proc/self/clear_refs resets it (Linux), so each run of a study measures its own peak.
+Memory is measured on the run's device and named by `memory_kind`: the CPU's resident set (RSS),
+CUDA's allocated device memory, or the MPS driver's allocation. The RSS high-water mark (VmHWM)
+only rises during a process's life; writing 5 to /proc/self/clear_refs resets it (Linux), so each
+run of a study measures its own peak.
 """
 from __future__ import annotations
 
 import ctypes
 import gc
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -42,11 +45,30 @@ def release_freed_memory() -> None:
         pass
 
 
-def reset_peak_memory() -> bool:
-    """Reset the peak-RSS (and CUDA peak) counters after releasing freed memory; False where the OS cannot."""
+def memory_kind(device: str) -> str:
+    """What `peak_memory_mb` measures on `device`."""
+    return {"cuda": "cuda allocated", "mps": "mps driver allocated"}.get(device, "cpu rss")
+
+
+def memory_mb(device: str = "cpu") -> float:
+    """Memory in use now on `device`: the baseline that `memory_delta_mb` subtracts from the peak."""
+    if device == "cuda":
+        return torch.cuda.memory_allocated() / 2**20
+    if device == "mps":
+        return torch.mps.driver_allocated_memory() / 2**20
+    return rss_mb()
+
+
+def reset_peak_memory(device: str = "cpu") -> bool:
+    """Reset the peak counter of `device` after releasing freed memory; False where none can be reset
+    (MPS has no peak counter; the CPU's needs Linux)."""
     release_freed_memory()
-    if torch.cuda.is_available():
+    if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+        return True
+    if device == "mps":
+        torch.mps.empty_cache()
+        return False
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -54,14 +76,23 @@ def reset_peak_memory() -> bool:
         return False
 
 
-def peak_memory_mb() -> float:
-    """Peak resident memory since the last reset (CUDA: max allocated on the device)."""
-    if torch.cuda.is_available():
+def peak_memory_mb(device: str = "cpu") -> float:
+    """Peak memory on `device` since the last reset: CUDA's max allocated; on MPS, what the driver
+    holds now (it keeps no peak); on the CPU the resident high-water mark."""
+    if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
+    if device == "mps":
+        return torch.mps.driver_allocated_memory() / 2**20
     kb = _status_kb("VmHWM")
-    if kb is None:  # not Linux: the process-lifetime peak (kB on Linux, bytes on macOS)
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if kb is None:  # not Linux: the process-lifetime peak, which macOS reports in bytes, Linux in kB
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kb = maxrss / 1024 if sys.platform == "darwin" else maxrss
     return kb / 1024
+
+
+def peak_reserved_mb(device: str) -> float | None:
+    """CUDA's peak reserved memory (allocated plus the caching allocator's slack); None elsewhere."""
+    return torch.cuda.max_memory_reserved() / 2**20 if device == "cuda" else None
 
 
 class Timer:
@@ -80,18 +111,17 @@ def file_mb(path: Path) -> float:
     return path.stat().st_size / 2**20 if path.exists() else 0.0
 
 
-def bf16_supported() -> bool:
-    """Whether bf16 autocast pays off: GPUs with bf16, CPUs with AVX512-BF16 or AMX.
-
-    Measured here (AMD EPYC with AVX512-BF16, no AMX; minilm, batch 32 x 24 tokens, 1 thread,
-    interleaved A/B): a training step takes 0.54 s in bf16 vs 0.84 s in fp32 (full) and 0.49 vs
-    0.74 s (LoRA all-linear); on a Sapphire Rapids Xeon with AMX the gain is larger
-    (../shared/MEASURED.md).
-    """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def matmul_gflops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.3) -> float:
+    """Square-matmul throughput (GFLOP/s) in `dtype` on the CPU, with torch's thread count: one
+    warm-up product, then the fastest of the products that fit in about `seconds` (other load only
+    ever slows one down). A time budget rather than a count, because a dtype without fast kernels
+    (bf16 on AVX2: ~50x slower here) would otherwise take minutes."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
+        start = time.perf_counter()
+        a @ b
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return 2 * size**3 / best / 1e9

@@ -12,16 +12,16 @@ from sendit.artifacts import Predictor
 from sendit.evaluate import softmax
 
 
-def predict_probabilities(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, bf16: bool | None = None,
+def predict_probabilities(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, precision: str | None = None,
                           on_batch=None) -> np.ndarray:
     """Class probabilities, one row per text: cleaned, tokenised and batched by length as in evaluation."""
-    return softmax(Predictor(model, tokenizer, cfg).predict(texts, batch_size, bf16, on_batch))
+    return softmax(Predictor(model, tokenizer, cfg).predict(texts, batch_size, precision, on_batch))
 
 
-def predict_texts(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, bf16: bool | None = None,
+def predict_texts(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, precision: str | None = None,
                   on_batch=None) -> pd.DataFrame:
     """One row per text: label and the probability of every class."""
-    probs = predict_probabilities(model, tokenizer, cfg, texts, batch_size, bf16, on_batch)
+    probs = predict_probabilities(model, tokenizer, cfg, texts, batch_size, precision, on_batch)
     names = cfg.data.label_names
     frame = pd.DataFrame({"text": texts, "label": [names[i] for i in probs.argmax(-1)]})
     for i, name in enumerate(names):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,14 +16,15 @@ import pandas as pd
 import torch
 
 from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, EXTRA_PREDICTIONS_FILE, batching_for, build_model,
-                              prediction_frame, save_trained, use_bf16, write_metrics)
+                              prediction_frame, save_trained, write_metrics)
 from sendit.batching import Encoded
 from sendit.config import DataConfig, RunConfig, save_yaml
 from sendit.data.inputs import encode_inputs
 from sendit.evaluate import classification_metrics, predict_logits
 from sendit.host import keep_freed_memory
 from sendit.io import atomic_write_csv
-from sendit.measure import file_mb, peak_memory_mb, reset_peak_memory, rss_mb
+from sendit.hardware import inference_precision, representative_batch, resolve_device, training_precision
+from sendit.measure import file_mb, memory_kind, memory_mb, peak_memory_mb, peak_reserved_mb, reset_peak_memory
 from sendit.models import count_parameters
 from sendit.train import Batching, LossHook, ProgressHook, Trainer
 
@@ -60,21 +61,28 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     if encoded is None:
         encoded = encode_splits(tokenizer, splits, cfg.data, cfg.model.max_length)
     trainable, total = count_parameters(model)
-    bf16 = use_bf16(cfg)
     batching = batching_for(tokenizer, model)
+    device = resolve_device(cfg.train.device)
+    train_batch = representative_batch(encoded["train"], cfg.train.batch_size, **vars(batching))
+    train_choice = training_precision(cfg.train.precision, device, model, train_batch)
+    infer_choice = inference_precision(cfg.train.eval_precision, device, model,
+                                       representative_batch(encoded["test"], cfg.train.eval_batch_size,
+                                                            **vars(batching)))
+    precision = infer_choice.precision
 
     loss = make_loss() if make_loss else None
 
-    rss_before = rss_mb()
-    peak_reset = reset_peak_memory()
-    trainer = Trainer(model, method, cfg.train, batching, cfg.data.label_names, bf16, progress, loss)
+    peak_reset = reset_peak_memory(device)
+    memory_before = memory_mb(device)
+    trainer = Trainer(model, method, cfg.train, batching, cfg.data.label_names, train_choice.precision, progress,
+                      loss, device=device, eval_precision=precision)
     fit = trainer.fit(encoded["train"], encoded["val"])
-    peak = peak_memory_mb()
+    peak, peak_reserved = peak_memory_mb(device), peak_reserved_mb(device)
     if not trainer.accelerator.is_main_process:
         return {}
 
-    best = fit.best or _final_validation(model, encoded["val"], cfg, bf16, batching)
-    logits, infer_seconds = predict_logits(model, encoded["test"], cfg.train.eval_batch_size, bf16,
+    best = fit.best or _final_validation(model, encoded["val"], cfg, precision, batching)
+    logits, infer_seconds = predict_logits(model, encoded["test"], cfg.train.eval_batch_size, precision,
                                            **vars(batching))
     labels = encoded["test"].labels
     test = classification_metrics(labels, logits.argmax(-1), cfg.data.label_names)
@@ -85,7 +93,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     atomic_write_csv(run_dir / "epoch_log.csv", pd.DataFrame(fit.epoch_log, columns=EPOCH_LOG_COLUMNS))
     atomic_write_csv(run_dir / "predictions.csv", prediction_frame(splits.test["text"], labels, logits,
                                                                     cfg.data.label_names))
-    extra = _score_extra_sets(model, splits, encoded, cfg, bf16, batching, run_dir)
+    extra = _score_extra_sets(model, splits, encoded, cfg, precision, batching, run_dir)
     f1_per_m = test["f1_macro"] / (trainable / 1e6) if trainable and method.trains else None
     row = {
         "method": cfg.method.label or cfg.method.name, "base_method": cfg.method.name,
@@ -95,23 +103,27 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         "test_f1_weighted": test["f1_weighted"], "test_recall_macro": test["recall_macro"],
         "runtime_sec": fit.train_seconds, "train_examples": fit.train_examples,
         "train_examples_per_s": fit.train_examples / fit.train_seconds if fit.train_examples else None,
-        "peak_memory_mb": peak, "memory_delta_mb": peak - rss_before, "peak_is_per_run": peak_reset,
+        "peak_memory_mb": peak, "memory_delta_mb": peak - memory_before, "peak_is_per_run": peak_reset,
+        "memory_kind": memory_kind(device), "peak_reserved_mb": peak_reserved,
         "trainable_params": trainable if method.trains else 0, "total_params": total,
         "trainable_share": trainable / total if method.trains else 0.0,
         "f1_per_m_params": f1_per_m, "inference_time_sec": infer_seconds,
         "inference_examples_per_s": len(labels) / infer_seconds, "adapter_mb": file_mb(run_dir / ADAPTER_FILE),
-        "stopped_early": fit.stopped_early, "bf16": bf16, "test_examples": len(labels),
+        "stopped_early": fit.stopped_early, "device": device, "precision": train_choice.precision,
+        "inference_precision": precision, "bf16": train_choice.precision == "bf16", "test_examples": len(labels),
         **per_class_columns(test, cfg.data.label_names), **extra,
     }
-    metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats}
+    hardware = {"device": device, "train": asdict(train_choice), "inference": asdict(infer_choice)}
+    metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats,
+               "hardware": hardware}
     write_metrics(run_dir, metrics)
     return row
 
 
-def _final_validation(model, val: Encoded, cfg: RunConfig, bf16: bool, batching: Batching) -> dict:
+def _final_validation(model, val: Encoded, cfg: RunConfig, precision: str, batching: Batching) -> dict:
     if len(val) == 0:
         return {"val_f1": float("nan"), "val_accuracy": float("nan"), "epoch": cfg.train.epochs}
-    logits, _ = predict_logits(model, val, cfg.train.eval_batch_size, bf16, **vars(batching))
+    logits, _ = predict_logits(model, val, cfg.train.eval_batch_size, precision, **vars(batching))
     metrics = classification_metrics(val.labels, logits.argmax(-1), cfg.data.label_names)
     return {"val_f1": metrics["f1_macro"], "val_accuracy": metrics["accuracy"], "epoch": 0}
 
@@ -125,7 +137,7 @@ def per_class_columns(test: dict, label_names: list[str]) -> dict:
     return columns
 
 
-def _score_extra_sets(model, splits, encoded: dict[str, Encoded], cfg: RunConfig, bf16: bool, batching,
+def _score_extra_sets(model, splits, encoded: dict[str, Encoded], cfg: RunConfig, precision: str, batching,
                       run_dir: Path) -> dict:
     """Predict the source's extra evaluation sets (SemEval's sarcasm tweets, encoded with the other
     splits) into one file, for the report's error analysis; return their accuracy and size as results
@@ -133,7 +145,7 @@ def _score_extra_sets(model, splits, encoded: dict[str, Encoded], cfg: RunConfig
     frames, columns = [], {}
     for name, frame in splits.extra.items():
         labels = encoded[name].labels
-        logits, _ = predict_logits(model, encoded[name], cfg.train.eval_batch_size, bf16, **vars(batching))
+        logits, _ = predict_logits(model, encoded[name], cfg.train.eval_batch_size, precision, **vars(batching))
         frames.append(prediction_frame(frame["text"], labels, logits, cfg.data.label_names).assign(subset=name))
         columns |= {f"{name}_accuracy": float((logits.argmax(-1) == labels).mean()), f"{name}_examples": len(frame)}
     if frames:

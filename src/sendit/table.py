@@ -18,6 +18,9 @@ COST = [
     ("trainable_params", "trainable", "{:,.0f}"), ("trainable_share", "share", "{:.3%}"),
     ("f1_per_m_params", "F1/M params", "{:.3g}"), ("inference_time_sec", "infer s", "{:.1f}"),
     ("inference_examples_per_s", "infer ex/s", "{:,.0f}"), ("adapter_mb", "adapter MB", "{:.3g}"),
+    # Where and how it ran, and which memory `peak MB` counts ("cpu rss", "cuda allocated", ...).
+    ("device", "device", "{}"), ("precision", "train prec.", "{}"), ("inference_precision", "infer prec.", "{}"),
+    ("memory_kind", "memory", "{}"),
 ]
 
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from sendit.batching import Encoded, collate, length_bucketed_batches, random_batches, sorted_batches
 from sendit.config import TrainConfig
-from sendit.evaluate import bf16_inference, classification_metrics, predict_logits
+from sendit.evaluate import classification_metrics, predict_logits, reduced_precision
+from sendit.hardware import autocast
 from sendit.methods.base import Method, Phase
 from sendit.models import PooledHead
 
@@ -75,30 +76,39 @@ def frozen_linear_weights_to_bf16(model: nn.Module) -> int:
     return cast
 
 
-def make_accelerator(bf16: bool):
-    """An Accelerator for this run's precision. accelerate keeps one precision per process and
-    refuses another, but a study (or distillation) may run fp32 and bf16 runs in turn: the
-    per-run state is reset then, the process group (PartialState) kept."""
+def make_accelerator(precision: str, device: str = "cpu"):
+    """An Accelerator for this run's device and precision. accelerate keeps one precision per process
+    and refuses another, but a study (or distillation) may run fp32 and bf16 runs in turn: the
+    per-run state is reset then, the process group (PartialState) kept.
+
+    fp16 is not handed to accelerate: on a CPU it would silently train in fp32. The Trainer autocasts
+    and scales the loss itself (torch.amp), the same on every device."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    precision = "bf16" if bf16 else "no"
-    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != precision:
+    mixed = "bf16" if precision == "bf16" else "no"
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed:
         AcceleratorState._reset_state()
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+    return Accelerator(cpu=device == "cpu", mixed_precision=mixed)
 
 
 class Trainer:
     """Runs a method's phases on one model, keeping the best state by validation macro-F1."""
 
     def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, batching: Batching,
-                 label_names: list[str], bf16: bool, progress: ProgressHook | None = None,
-                 loss: LossHook | None = None):
+                 label_names: list[str], precision: str = "fp32", progress: ProgressHook | None = None,
+                 loss: LossHook | None = None, device: str = "cpu", eval_precision: str | None = None):
+        """`precision` trains (fp32 | bf16 | fp16); `eval_precision` validates (default: `precision`)."""
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision {precision!r}: fp32, bf16 or fp16 (sendit.hardware decides `auto`)")
         self.model, self.method, self.cfg = model, method, cfg
         self.loss = loss or (lambda outputs, batch, index: outputs.loss)
-        self.batching, self.label_names, self.bf16 = batching, label_names, bf16
+        self.batching, self.label_names, self.precision = batching, label_names, precision
+        self.eval_precision = eval_precision or precision
         self.progress = progress or (lambda n: None)
-        self.accelerator = make_accelerator(bf16)
+        self.accelerator = make_accelerator(precision, device)
+        if next(model.parameters()).device != self.accelerator.device:  # head-only phases are never prepared
+            model.to(self.accelerator.device)
         self.rng = np.random.default_rng(cfg.seed)  # one batch order on every rank; each takes its share
         self.saved_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.result = FitResult()
@@ -122,7 +132,7 @@ class Trainer:
 
     def _end_to_end(self, phase: Phase, train: Encoded, val: Encoded) -> None:
         acc, cfg = self.accelerator, self.cfg
-        if self.bf16 and cfg.bf16_frozen_weights and self.method.frozen_weights_in_bf16:
+        if self.precision == "bf16" and cfg.bf16_frozen_weights and self.method.frozen_weights_in_bf16:
             frozen_linear_weights_to_bf16(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = adamw(params, phase.lr, cfg)
@@ -132,17 +142,27 @@ class Trainer:
         total = self._total_steps(phase, steps_per_epoch)
         scheduler = self._scheduler(optimizer, total)
         model, optimizer = acc.prepare(self.model, optimizer)  # a prepared scheduler steps once per process
+        # fp16 only: autocast and loss scaling here (accelerate autocasts bf16 inside the prepared model).
+        scaler = torch.amp.GradScaler(acc.device.type) if self.precision == "fp16" else None
         eval_every = self._eval_every(steps_per_epoch)
-        step, loss_sum, loss_count = 0, torch.zeros(()), 0
+        step, loss_sum, loss_count = 0, torch.zeros((), device=acc.device), 0
         model.train()
         while step < total:
             for index in batches[acc.process_index::acc.num_processes]:
                 batch = {k: v.to(acc.device) for k, v in collate(train, index, **vars(self.batching)).items()}
-                loss = self.loss(model(**batch), batch, index)
-                acc.backward(loss)
+                with autocast(acc.device.type, "fp16" if scaler else "fp32"):
+                    outputs = model(**batch)
+                loss = self.loss(outputs, batch, index)
+                acc.backward(scaler.scale(loss) if scaler else loss)
+                if scaler:
+                    scaler.unscale_(optimizer)  # clip the true gradients
                 if cfg.grad_clip:
                     acc.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
+                if scaler:
+                    scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then shrinks
+                    scaler.update()
+                else:
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss.detach().float()  # summed on-device: no host sync per step
@@ -153,7 +173,7 @@ class Trainer:
                 if step % eval_every == 0 or step == total:
                     epoch = self.epoch_offset + step / steps_per_epoch
                     self._validate(phase, epoch, step, float(loss_sum) / loss_count, val)
-                    loss_sum, loss_count = torch.zeros(()), 0
+                    loss_sum, loss_count = torch.zeros((), device=acc.device), 0
                     model.train()
                     if step == total or self._should_stop():
                         break
@@ -176,17 +196,18 @@ class Trainer:
             param.requires_grad = True
         train_x = self._features(head, train)
         val_x = self._features(head, val)
-        train_y = torch.from_numpy(train.labels)
+        device = train_x.device
+        train_y = torch.from_numpy(train.labels).to(device)
         optimizer = adamw(list(head.parameters()), phase.lr, cfg)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = self._total_steps(phase, steps_per_epoch)
         scheduler = self._scheduler(optimizer, total)
         eval_every = self._eval_every(steps_per_epoch)
-        step, loss_sum, loss_count = 0, torch.zeros(()), 0
+        step, loss_sum, loss_count = 0, torch.zeros((), device=device), 0
         while step < total:
             self.model.train()
             for index in random_batches(len(train), cfg.batch_size, self.rng):
-                index = torch.from_numpy(index)
+                index = torch.from_numpy(index).to(device)
                 loss = nn.functional.cross_entropy(head.logits(train_x[index]), train_y[index])
                 loss.backward()
                 optimizer.step()
@@ -200,7 +221,7 @@ class Trainer:
                 if step % eval_every == 0 or step == total:
                     epoch = self.epoch_offset + step / steps_per_epoch
                     self._validate_head(head, phase, epoch, step, float(loss_sum) / loss_count, val_x, val)
-                    loss_sum, loss_count = torch.zeros(()), 0
+                    loss_sum, loss_count = torch.zeros((), device=device), 0
                     self.model.train()
                     if step == total or self._should_stop():
                         break
@@ -211,17 +232,19 @@ class Trainer:
 
     @torch.no_grad()
     def _features(self, head: PooledHead, encoded: Encoded) -> torch.Tensor:
+        """Pooled features of every example, on the model's device."""
         self.model.eval()
-        out = torch.empty(0)
+        device = next(self.model.parameters()).device
+        out = torch.empty(0, device=device)
         batches = sorted_batches(encoded.lengths, self.cfg.eval_batch_size)
-        with bf16_inference(self.model, self.bf16, len(batches) > 1):
+        with reduced_precision(self.model, self.eval_precision, len(batches) > 1):
             for index in batches:
-                batch = collate(encoded, index, **vars(self.batching))
-                batch.pop("labels")
+                batch = {k: v.to(device) for k, v in collate(encoded, index, **vars(self.batching)).items()
+                         if k != "labels"}
                 features = head.extract(batch)
                 if out.numel() == 0:
-                    out = torch.empty((len(encoded), features.shape[1]))
-                out[torch.from_numpy(index)] = features
+                    out = torch.empty((len(encoded), features.shape[1]), device=device)
+                out[torch.from_numpy(index).to(device)] = features
         return out
 
     def _total_steps(self, phase: Phase, steps_per_epoch: int) -> int:
@@ -246,7 +269,7 @@ class Trainer:
                                           "train_loss": train_loss})
             return
         model = self.accelerator.unwrap_model(self.model)
-        logits, _ = predict_logits(model, val, self.cfg.eval_batch_size, self.bf16, **vars(self.batching))
+        logits, _ = predict_logits(model, val, self.cfg.eval_batch_size, self.eval_precision, **vars(self.batching))
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val.labels)))
         self._record(phase, epoch, step, train_loss, val_loss, logits.argmax(-1), val.labels)
 
@@ -256,7 +279,7 @@ class Trainer:
         if len(val) == 0:
             return self._validate(phase, epoch, step, train_loss, val)
         self.model.eval()
-        logits = head.logits(val_x)
+        logits = head.logits(val_x).cpu()
         val_loss = float(nn.functional.cross_entropy(logits, torch.from_numpy(val.labels)))
         self._record(phase, epoch, step, train_loss, val_loss, logits.argmax(-1).numpy(), val.labels)
 
