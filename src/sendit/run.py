@@ -26,6 +26,7 @@ from sendit.io import atomic_write, atomic_write_csv, atomic_write_text
 from sendit.measure import Timer, bf16_supported, file_mb, peak_memory_mb, reset_peak_memory, rss_mb
 from sendit.methods import get_method
 from sendit.models import count_parameters, load_model
+from sendit.provenance import provenance
 from sendit.train import Batching, ProgressHook, Trainer
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         "stopped_early": fit.stopped_early, "bf16": bf16, "test_examples": len(labels),
         **per_class_columns(test, cfg.data.label_names), **extra,
     }
-    metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats}
+    metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats,
+               "provenance": provenance()}
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=1, default=_json_default))
     return row
 
