@@ -1,2 +1,2 @@
 """The machine a benchmark ran on, as its results file names it (sendit.hardware's CPU model name)."""
-from sendit.hardware import cpu_model  # noqa: F401
+from sendit.provenance import cpu_model  # noqa: F401

@@ -367,7 +367,8 @@ def test_dataset_splits_and_split_names(tmp_path):
     name = "train 2013 2016 twitter 2014sarcasm a tsv"  # the file name in the text, cleaned like training texts
     assert frames["sarcasm"]["text"].tolist() == [f"good {name}", f"bad {name}", f"so {name}"]
     assert stats["split_sizes"]["val"] == 3
-    sst2 = DataConfig(dataset="sst2", path=str(sst2_folder(tmp_path / "sst2")))
+    twenty = "".join(f"text {i} \t{i % 2}\n" for i in range(20))  # a test split (one per class) carved from train
+    sst2 = DataConfig(dataset="sst2", path=str(sst2_folder(tmp_path / "sst2", train=twenty)))
     assert split_of(sst2, "dev")[0]["text"].tolist() == ["a gem .", "flat"]
     tweeteval = DataConfig(dataset="tweeteval", path=str(tweeteval_folder(tmp_path / "t")))
     test, _ = split_of(tweeteval, "test")

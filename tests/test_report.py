@@ -66,6 +66,11 @@ def build_study(root, name, methods, seeds=(1,), sizes=(None,), subset=False):
     return directory
 
 
+PROVENANCE = {"sendit": "0.1.0", "git_commit": "0123456789abcdef", "python": "3.11.7", "torch": "2.13.0",
+              "transformers": "5.23.0", "peft": "0.21.0", "accelerate": "1.15.0", "cpu": "Test CPU 9000",
+              "gpu": None, "threads": 2}
+
+
 def write_run(run_dir, method, lr, batch, seed, spec, labels, texts, correct, rng, subset, train_size):
     run_dir.mkdir()
     preds = np.where(correct, labels, 1 - labels)
@@ -97,7 +102,8 @@ def write_run(run_dir, method, lr, batch, seed, spec, labels, texts, correct, rn
            "inference_time_sec": 2.0, "inference_examples_per_s": len(labels) / 2.0, "adapter_mb": 0.5,
            "test_examples": len(labels)}
     metrics = {"row": row, "test": {"accuracy": accuracy}, "label_names": LABELS,
-               "data_stats": {"split_sizes": {"train": train_size, "val": 400, "test": len(labels)}}}
+               "data_stats": {"split_sizes": {"train": train_size, "val": 400, "test": len(labels)}},
+               "provenance": PROVENANCE}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -246,3 +252,26 @@ def test_numeric_label_names_render():
 
     mistakes = pd.DataFrame({"confidence": [0.91], "label_name": [0], "pred_name": [1], "text": ["meh"]})
     assert "<td>0</td><td>1</td><td>meh</td>" in to_html(mistakes_table(mistakes))
+
+
+def test_matplotlib_font_cache_chatter_stays_out_of_our_output(tmp_path):
+    """A fresh MPLCONFIGDIR makes matplotlib build its font cache and log it at INFO, the level the CLI logs at."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import logging; logging.basicConfig(level=logging.INFO); import sendit.report.figures"
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.glob("fontlist-*.json"))  # the cache really was built here
+    assert done.stdout + done.stderr == ""
+
+
+def test_report_footer_says_what_made_the_runs(lora_study):
+    directory, _ = lora_study
+    made_by = ("Made by sendit 0.1.0 (commit 0123456789ab), torch 2.13.0, transformers 5.23.0, peft 0.21.0, "
+               "accelerate 1.15.0, Python 3.11.7, on Test CPU 9000, 2 torch threads.")
+    assert f'<footer class="meta">{made_by}</footer>' in (directory / "report.html").read_text()
+    assert made_by in (directory / "report.md").read_text()

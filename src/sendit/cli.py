@@ -214,37 +214,58 @@ def model_shrink(name: str = typer.Argument(..., help="Model alias or directory,
 
 @app.command("eval")
 def evaluate(run: Path = typer.Argument(..., help="A run directory"),
-             dataset: Optional[str] = typer.Option(None, help="NAME or NAME:SPLIT (default: the run's test split)"),
-             data_path: Optional[str] = typer.Option(None, help="File or folder of that dataset")):
-    """Evaluate a saved run on a dataset split."""
+             dataset: Optional[str] = typer.Option(
+                 None, help="NAME or NAME:SPLIT; NAME:all is every example. Default: the run's test split; "
+                            "for another dataset (or --data-path) its own test split if it has one, else all"),
+             data_path: Optional[str] = typer.Option(None, help="File or folder of that dataset"),
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write per-example predictions to this CSV")):
+    """Evaluate a saved run on a dataset split: metrics, per-class table, confusion matrix."""
     _quiet()
     from dataclasses import replace
 
-    from sendit.artifacts import Predictor
+    from sendit.artifacts import Predictor, prediction_frame
     from sendit.data import parse_split_name, split_of
-    from sendit.data.datasets import check_independent
+    from sendit.data.datasets import check_independent, default_split
     from sendit.evaluate import classification_metrics
+    from sendit.io import atomic_write_csv
 
     predictor = _guard(lambda: Predictor.from_run(run))
     cfg = predictor.cfg
-    data = cfg.data
-    split = "test"
-    if dataset:
-        name, split = parse_split_name(dataset)
-        split = split or "test"
-        _guard(lambda: check_independent(cfg.data.dataset, name, split))
+    data, split = cfg.data, "test"
+    if dataset or data_path:
+        name, split = parse_split_name(dataset or cfg.data.dataset)
         if name != cfg.data.dataset or data_path:  # another dataset: none of the run's sampling applies
             data = replace(cfg.data, dataset=name, path=data_path, format=None, sample=None, test_sample=None)
+            split = split or _guard(lambda: default_split(data))
+        split = split or "test"
+        _guard(lambda: check_independent(cfg.data.dataset, name, split))
     frame, label_names = _guard(lambda: split_of(data, split))
     if list(label_names) != list(cfg.data.label_names):
         _fail(f"labels of {data.dataset} {label_names} differ from the run's {cfg.data.label_names}")
     encoded = _guard(lambda: predictor.encode(frame["text"].tolist(), frame["label"].to_numpy(), data))
     logits, seconds = predictor.logits(encoded)
     metrics = classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
-    console.print(f"{run} on {data.dataset}:{split} ({len(frame):,} examples, {seconds:.1f} s)")
+    where = f" from {data.path}" if data.path else ""
+    console.print(f"{run} on {data.dataset}:{split}: {len(frame):,} examples{where} ({seconds:.1f} s)")
     for key in ("accuracy", "f1_macro", "f1_weighted", "recall_macro"):
         console.print(f"  {key:<13} {metrics[key]:.4f}")
-    console.print(f"  confusion     {metrics['confusion_matrix']}")
+    console.print(_per_class_and_confusion(metrics, cfg.data.label_names))
+    if out:
+        atomic_write_csv(out, prediction_frame(frame["text"], encoded.labels, logits, cfg.data.label_names))
+        console.print(f"predictions: {out}")
+
+
+def _per_class_and_confusion(metrics: dict, label_names: list[str]):
+    """One row per true class: precision, recall, F1, support, then its row of the confusion matrix."""
+    from rich.table import Table
+
+    table = Table("class", "precision", "recall", "F1", "support", *(f"pred {n}" for n in label_names),
+                  title="per class (rows: true class)")
+    for name, counts in zip(label_names, metrics["confusion_matrix"]):
+        stats = metrics["per_class"][name]
+        table.add_row(name, *(f"{stats[k]:.4f}" for k in ("precision", "recall", "f1-score")),
+                      f"{int(stats['support']):,}", *(f"{c:,}" for c in counts))
+    return table
 
 
 OUTPUTS = ("table", "csv", "jsonl")

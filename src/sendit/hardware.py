@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
-import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -37,6 +34,7 @@ from sendit.config import ConfigError
 from sendit.io import atomic_write_text
 from sendit.measure import matmul_gflops
 from sendit.models import cache_dir
+from sendit.provenance import cpu_model, version
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CACHE_FILE = "precision.json"
@@ -85,17 +83,6 @@ def autocast(device: str, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device, dtype=DTYPES[precision])
-
-
-@functools.cache
-def cpu_model() -> str:
-    """lscpu's model name (e.g. "AMD EPYC ..."), else what the platform module reports."""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    except OSError:
-        lines = []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")),
-                platform.processor() or platform.machine() or "?")
 
 
 def candidates(device: str) -> list[str]:
@@ -256,7 +243,6 @@ def machine_facts() -> list[tuple[str, str]]:
     """(what, value) rows describing this machine for `sendit doctor`: devices, CPU, threads, matmul
     peaks, library versions."""
     import os
-    from importlib.metadata import PackageNotFoundError, version
 
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -268,9 +254,5 @@ def machine_facts() -> list[tuple[str, str]]:
              ("cores", str(os.cpu_count())), ("torch threads", str(torch.get_num_threads()))]
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
         facts.append((f"CPU matmul {name}", f"{matmul_gflops(dtype, 512):.1f} GFLOP/s (512^2)"))
-    for library in LIBRARIES:
-        try:
-            facts.append((library, version(library)))
-        except PackageNotFoundError:
-            facts.append((library, "not installed"))
+    facts += [(library, version(library) or "not installed") for library in LIBRARIES]
     return facts

@@ -26,6 +26,7 @@ from sendit.io import atomic_write_csv
 from sendit.hardware import inference_precision, representative_batch, resolve_device, training_precision
 from sendit.measure import file_mb, memory_kind, memory_mb, peak_memory_mb, peak_reserved_mb, reset_peak_memory
 from sendit.models import count_parameters
+from sendit.provenance import provenance
 from sendit.train import Batching, LossHook, ProgressHook, Trainer
 
 
@@ -115,7 +116,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     }
     hardware = {"device": device, "train": asdict(train_choice), "inference": asdict(infer_choice)}
     metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats,
-               "hardware": hardware}
+               "hardware": hardware, "provenance": provenance()}
     write_metrics(run_dir, metrics)
     return row
 

@@ -291,12 +291,28 @@ def dataset_splits(cfg: DataConfig) -> DatasetSplits:
     return DatasetSplits({name: cleaned(frame, cfg) for name, frame in data.splits.items()}, data.label_names, None)
 
 
+ALL = "all"  # NAME:all, every example the source holds
+
+
+def default_split(cfg: DataConfig) -> str:
+    """What `sendit eval --dataset NAME` scores on another dataset: its own test split if it ships one,
+    else the whole file (a labelled CSV is not carved into train/val/test for an evaluation)."""
+    return "test" if "test" in read_source(cfg, need_train=False).splits else ALL
+
+
 def split_of(cfg: DataConfig, split: str) -> tuple[pd.DataFrame, list[str]]:
-    """The examples of `cfg.dataset`:`split` ("dev" and "validation" name the val split) and the label names."""
+    """The examples of `cfg.dataset`:`split` ("dev" and "validation" name the val split) and the label names.
+
+    `all` is every example of every split the source holds, cleaned, in file order (not deduplicated).
+    """
+    if split == ALL:
+        data = read_source(cfg, need_train=False)
+        frames = [cleaned(frame, cfg) for frame in data.splits.values()]
+        return pd.concat(frames, ignore_index=True), data.label_names
     frames, label_names, _ = dataset_splits(cfg)
     name = SPLIT_ALIASES.get(split, split)
     if name not in frames:
-        raise DataError(f"{cfg.dataset}:{split}: no such split; {cfg.dataset} has {', '.join(frames)}")
+        raise DataError(f"{cfg.dataset}:{split}: no such split; {cfg.dataset} has {', '.join([*frames, ALL])}")
     return frames[name], label_names
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from sendit.config import DataConfig
 from sendit.data.clean import clean_series
 from sendit.data.errors import DataError
-from sendit.data.sources import SOURCES, read_source
+from sendit.data.sources import LARGER_SOURCES, SOURCES, read_source
 from sendit.data.split import check_fractions, stratified_sample, stratified_split
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,10 @@ def prepare(cfg: DataConfig) -> Splits:
                         f"check data.text_column and data.clean")
 
     pool_size = len(train)
+    if cfg.sample is not None and cfg.sample > pool_size and cfg.path is None and cfg.dataset in LARGER_SOURCES:
+        raise DataError(f"{data.origin}: data.sample={cfg.sample} but only {pool_size} examples are available in "
+                        f"{cfg.dataset}'s default source, a sample; --path {LARGER_SOURCES[cfg.dataset]} "
+                        f"(data.path) reads the whole dataset")
     if cfg.sample is not None:
         train = stratified_sample(train, cfg.sample, cfg.seed, name=data.origin)
     # Carve only the splits the source lacks out of the train pool, in the configured proportions.

@@ -176,17 +176,58 @@ def tar_members(path: Path, suffix: str) -> Iterator[tuple[str, bytes]]:
         raise DataError(f"{path}: not a readable tar.gz archive ({err})") from None
 
 
+# A multi-byte UTF-8 character, other than U+FFFD (EF BF BD): the original Sentiment140 is latin-1 with
+# some U+FFFD sequences in it, so those say nothing about which encoding the rest of a file is in.
+UTF8_CHARACTER = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|\xef(?!\xbf\xbd)[\x80-\xbf]{2}|[\xe0-\xee][\x80-\xbf]{2}"
+                            rb"|[\xf0-\xf4][\x80-\xbf]{3}")
+COMPRESSED = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive", b"BZh": "bzip2-compressed",
+              b"\xfd7zXZ": "xz-compressed"}
+
+
 def decode(data: bytes, where: str, encoding: str | None, fallback: str | None = "latin-1") -> str:
-    """Decode as `encoding`, or UTF-8 falling back to `fallback` (latin-1 never fails)."""
+    """Decode as `encoding`, or UTF-8 (a BOM says UTF-8 or UTF-16) falling back to `fallback`.
+
+    The fallback applies only to a file that is not UTF-8 at all: one whose non-ASCII bytes are mostly
+    UTF-8 characters is UTF-8 with damaged lines, and reading it as latin-1 would garble every
+    character of the rest of it, so its first undecodable byte is an error naming the line.
+    """
+    for magic, kind in COMPRESSED.items():
+        if data.startswith(magic):
+            raise DataError(f"{where}: the file is {kind}, not text; decompress it first "
+                            f"(a folder of .tar.gz shards is read as it is)")
+    if encoding is None and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
     try:
-        return data.decode(encoding or "utf-8")
+        return data.decode(encoding or "utf-8-sig")
     except UnicodeDecodeError as err:
-        if encoding is None and fallback:
-            log.info("%s: not UTF-8, read as %s", where, fallback)
-            return data.decode(fallback)
         line = data.count(b"\n", 0, err.start) + 1
-        raise DataError(f"{where}: line {line}: byte 0x{data[err.start]:02x} is not valid {err.encoding}; "
-                        f"set data.encoding (e.g. latin-1) or leave it unset to detect") from None
+        where_byte = f"{where}: line {line}: byte 0x{data[err.start]:02x} is not valid {err.encoding}"
+        if encoding is None and fallback:
+            utf8_characters = len(UTF8_CHARACTER.findall(data))
+            undecodable = sum(1 for _ in re.finditer(rb"[\x80-\xff]", UTF8_CHARACTER.sub(b"", data)))
+            if utf8_characters < undecodable:
+                log.warning("%s: not UTF-8, read as %s", where, fallback)
+                return data.decode(fallback)
+            raise DataError(f"{where_byte}, though the file holds {utf8_characters} UTF-8 characters: mixed "
+                            f"encodings (read as {fallback} the UTF-8 ones would be garbled); repair that line, "
+                            f"or set data.encoding to read the whole file in one encoding") from None
+        raise DataError(f"{where_byte}; set data.encoding (e.g. latin-1) or leave it unset to detect") from None
+
+
+# C0 control characters but tab, newline and carriage return; and DEL.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_texts(texts: pd.Series, where: str, field: str) -> None:
+    """Refuse a text holding a control character (NUL, ...): a binary file or a broken export, never a tweet.
+    `texts` is indexed by line number."""
+    texts = texts.fillna("").astype(str)
+    found = texts.str.contains(CONTROL)
+    if found.any():
+        line = found.idxmax()
+        char = CONTROL.search(texts[line]).group()
+        raise DataError(f"{where}: line {line}: field {field!r} holds the control character U+{ord(char):04X}; "
+                        f"a text file of tweets has none: is it the right file, or damaged?")
 
 
 def read_table(text: str, where: str, first_line: int = 1, **options) -> pd.DataFrame:
@@ -229,6 +270,9 @@ def labelled(text: pd.Series, label: pd.Series) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- sentiment140
 
 SENTIMENT140_DEFAULT = "sentiment140/train_random20k_6col/sentiment140_sample.csv"
+SENTIMENT140_FULL = "sentiment140/train_full1600k_label_text"
+# Where a dataset's default file is a sample: the larger source, for a data.sample beyond the default.
+LARGER_SOURCES = {"sentiment140": SENTIMENT140_FULL}
 SENTIMENT140_NAMES = ["negative", "positive"]
 RAW6_FIELDS = ["polarity", "id", "date", "query", "user", "text"]
 
@@ -288,6 +332,7 @@ def parse_sentiment140(text: str, where: str, format_name: str | None) -> pd.Dat
         field = incomplete.loc[line].idxmax()
         raise DataError(f"{where}: line {line}: field {field!r} is empty or missing; "
                         f"expected {len(spec.fields)} fields {','.join(spec.fields)}")
+    check_texts(frame["text"], where, "text")
     label = encode_labels(frame[spec.fields[0]], spec.labels, where, spec.fields[0], spec.expected)
     return labelled(frame["text"], label)
 
@@ -341,8 +386,9 @@ def table_source(frames: list[tuple[str, pd.DataFrame]], cfg: DataConfig, origin
             if column not in table.columns:
                 raise DataError(f"{where}: no column {column!r} (data.{field}); "
                                 f"columns: {', '.join(map(str, table.columns))}")
+        check_texts(table[cfg.text_column], where, cfg.text_column)
     raw_labels = {where: label_strings(table[cfg.label_column], where, cfg.label_column) for where, table in frames}
-    names = cfg.label_names or infer_label_names(pd.concat(raw_labels.values()))
+    names = cfg.label_names or infer_label_names(raw_labels, cfg.label_column)
     # Class indices are accepted as labels too, so integer-labelled files can be given names.
     mapping = {str(index): index for index in range(len(names))} | {name: i for i, name in enumerate(names)}
     expected = f"one of data.label_names {names} or a class index 0..{len(names) - 1}"
@@ -361,9 +407,25 @@ def label_strings(values: pd.Series, where: str, column: str) -> pd.Series:
     return strings
 
 
-def infer_label_names(labels: pd.Series) -> list[str]:
-    """Integer labels in numeric order (0..K-1 stay as they are), other labels sorted as strings."""
-    distinct = labels.unique().tolist()
+def infer_label_names(raw_labels: dict[str, pd.Series], column: str) -> list[str]:
+    """Integer labels in numeric order (0..K-1 stay as they are), other labels sorted as strings.
+
+    A label found on one row only, in a file where every other label is common, is taken for a typo
+    ("postive") rather than a class: it would surface later as a stratification error naming neither.
+    """
+    labels = pd.concat(raw_labels.values())
+    counts = labels.value_counts()
+    if len(counts) > 1 and counts.iloc[-1] == 1 and counts.iloc[-2] >= RARE_LABEL_RATIO:
+        label = counts.index[-1]
+        where, line = next((where, values.index[values == label][0]) for where, values in raw_labels.items()
+                           if (values == label).any())
+        common = ", ".join(f"{name} ({count:,})" for name, count in counts.iloc[:-1].items())
+        raise DataError(f"{where}: line {line}: column {column!r} is {label!r}, on this row only, while the "
+                        f"other labels are {common}; fix it, or set data.label_names to list every class")
+    distinct = counts.index.tolist()
     if all(re.fullmatch(r"-?\d+", label) for label in distinct):
         return sorted(distinct, key=int)
     return sorted(distinct)
+
+
+RARE_LABEL_RATIO = 10  # a lone label beside classes of at least this many rows is a typo

@@ -47,6 +47,10 @@ def stratified_split(df: pd.DataFrame, fractions: list[float], seed: int, *,
     check_classes(df, name)
     _, val_fraction, test_fraction = fractions
     n_val, n_test = round(val_fraction * len(df)), round(test_fraction * len(df))
+    for part, fraction, n in (("val", val_fraction, n_val), ("test", test_fraction, n_test)):
+        if fraction > 0 and n == 0:
+            raise DataError(f"{name}: {len(df)} examples are too few for data.split {fractions}: the {part} split "
+                            f"would be empty; need at least {math.floor(0.5 / fraction) + 1} examples")
     rest, test = split_off(df, n_test, seed, name)
     train, val = split_off(rest, n_val, seed, name)
     return train, val, test

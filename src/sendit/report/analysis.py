@@ -97,7 +97,7 @@ def load_study(directory: str | Path) -> Study:
     largest = results.loc[results["train_size"].idxmax(), "run_id"]  # its data_stats describe the full splits
     metrics = json.loads((directory / "runs" / largest / "metrics.json").read_text())
     info = {"dataset": config.get("data", {}).get("dataset"), "model": config.get("model", {}).get("name"),
-            "data_stats": metrics.get("data_stats", {})}
+            "data_stats": metrics.get("data_stats", {}), "provenance": metrics.get("provenance")}
     return Study(directory, config.get("name") or directory.name, results, methods,
                  list(metrics["label_names"]), info)
 

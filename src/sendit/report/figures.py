@@ -5,11 +5,15 @@ in every figure, so the figures read in grey print too. Each figure is saved as 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
 
-import matplotlib
+# matplotlib logs "generated new fontManager" (INFO) when it builds its font cache, between our results.
+logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+import matplotlib  # noqa: E402
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -12,6 +12,7 @@ from html import escape
 
 import pandas as pd
 
+from sendit.provenance import describe
 from sendit.report.analysis import ALPHA, Report, config_keys, pretty, size_column
 from sendit.report.figures import Drawn
 
@@ -149,6 +150,12 @@ def to_markdown(table: Table) -> str:
     return "\n".join([row(table.headers), rule, *rows])
 
 
+def _made_by(report: Report) -> str:
+    """The footer: what made the runs (recorded in each run's metrics.json since provenance was added)."""
+    record = report.study.info.get("provenance")
+    return f"Made by {describe(record)}." if record else "Made by a sendit version that did not record provenance."
+
+
 def _meta(report: Report) -> str:
     study, info = report.study, report.study.info
     splits = info.get("data_stats", {}).get("split_sizes", {})
@@ -246,6 +253,7 @@ def render_html(report: Report, figures: list[Drawn]) -> str:
 <p class="headline">{escape(rec.headline)}</p><ul>{details}</ul></section>
 <nav>{nav}</nav>
 {body}
+<footer class="meta">{escape(_made_by(report))}</footer>
 <script>{SCRIPT}</script>
 </body></html>
 """
@@ -259,5 +267,6 @@ def render_markdown(report: Report, figures: list[Drawn]) -> str:
              "95% bootstrap interval over test examples.", "",
              to_markdown(quality_table(report)), "", to_markdown(cost_table(report)), "", "## Figures", "",
              *(f"![{f.title}](figures/{f.name}.png)\n\n{f.caption}\n" for f in figures),
-             "The full report with significance tests and error analysis: report.html", ""]
+             "The full report with significance tests and error analysis: report.html", "", "---", "",
+             _made_by(report), ""]
     return "\n".join(lines)
