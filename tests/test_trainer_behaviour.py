@@ -23,7 +23,7 @@ def fit_tiny(encoded_tweets, method: str, loss=None, lr=1e-2, options=None, **tr
                     method=MethodConfig(name=method, lr=lr, options=options or {}), train=train_cfg)
     seed_everything(train_cfg.seed)
     model, _, adapter = build_model(cfg, LABELS)
-    trainer = Trainer(model, adapter, train_cfg, Batching(pad_id), LABELS, bf16=False, loss=loss)
+    trainer = Trainer(model, adapter, train_cfg, Batching(pad_id), LABELS, precision="fp32", loss=loss)
     return trainer, trainer.fit(encoded["train"], encoded["val"])
 
 
