@@ -54,11 +54,11 @@ MUTANTS = [
       "                           if n in set(self.saved_names)}\n",
       "the trainer snapshots the weights at every validation: it keeps the last, not the best",
       ("test_methods.py", "test_resume.py")),
-    M("T-patience", "train.py", "self.evals_since_best > patience", "self.evals_since_best >= patience",
-      "early stopping one validation too soon (patience off by one)", ("test_methods.py", "test_speed_switches.py")),
+    M("T-patience", "train.py", "self.evals_since_best >= patience", "self.evals_since_best > patience",
+      "early stopping one validation too late (patience off by one)", ("test_methods.py", "test_speed_switches.py")),
     M("D-swap-T-alpha", "distill.py", "cfg.temperature, cfg.alpha)", "cfg.alpha, cfg.temperature)",
       "the KD loss hook passes alpha as the temperature and the temperature as alpha", ("test_distill.py",)),
-    M("S-best-seed", "study.py", '["best_val_f1"].mean()\n        best = group', '["best_val_f1"].max()\n        best = group',
+    M("S-best-seed", "results.py", '["best_val_f1"].mean()\n        best = group', '["best_val_f1"].max()\n        best = group',
       "a configuration is ranked by its best seed instead of its mean over seeds", ("test_study.py", "test_report.py")),
     M("ST-reseed-chunk", "stats.py",
       "    rng = np.random.default_rng(seed)\n    n = len(labels)\n    parts = []\n"
@@ -73,16 +73,18 @@ MUTANTS = [
       "the bootstrap's macro-F1 is computed as micro-F1 (= accuracy)", ("test_stats.py",)),
     M("ST-ci-90", "stats.py", "[alpha / 2, 1 - alpha / 2]", "[alpha, 1 - alpha]",
       "the bootstrap interval takes alpha in each tail: a 90% interval instead of 95%", ("test_stats.py",)),
-    M("S-alpha-90", "study.py", "ALPHA = 0.05", "ALPHA = 0.10",
+    M("S-alpha-90", "results.py", "ALPHA = 0.05", "ALPHA = 0.10",
       "the study's intervals and verdicts use alpha 0.10: 90% intervals instead of 95%", ("test_study.py", "test_report.py")),
-    M("C-all-float", "config.py", "number = float(value) if hint is float else int(value)", "number = float(value)",
+    M("C-all-float", "config.py", "        if hint is float:\n            return number\n", "        return number\n",
       "every config number is coerced to float (batch_size 16 -> 16.0)", ("test_config.py", "test_study.py")),
     # -- training loop -------------------------------------------------------------------------------------
     M("T-clip-after-step", "train.py",
       "                if cfg.grad_clip:\n                    acc.clip_grad_norm_(params, cfg.grad_clip)\n"
-      "                optimizer.step()\n",
-      "                optimizer.step()\n                if cfg.grad_clip:\n"
-      "                    acc.clip_grad_norm_(params, cfg.grad_clip)\n",
+      "                if scaler:\n                    scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then shrinks\n"
+      "                    scaler.update()\n                else:\n                    optimizer.step()\n",
+      "                if scaler:\n                    scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then shrinks\n"
+      "                    scaler.update()\n                else:\n                    optimizer.step()\n"
+      "                if cfg.grad_clip:\n                    acc.clip_grad_norm_(params, cfg.grad_clip)\n",
       "gradients are clipped after the optimizer step: clipping has no effect", ("test_methods.py",)),
     M("T-warmup-steps", "train.py", "num_warmup_steps=int(self.cfg.warmup_ratio * total)",
       "num_warmup_steps=int(self.cfg.warmup_ratio)", "warmup_ratio used as a step count: no warmup at all",
@@ -111,26 +113,26 @@ MUTANTS = [
     M("ST-f1-fp-only", "stats.py", "wrong = ((p == c) != (y == c))", "wrong = ((p == c) & (y != c))",
       "the bootstrap's F1 counts false positives only, not false negatives", ("test_stats.py",)),
     # -- study ---------------------------------------------------------------------------------------------
-    M("S-all-seeds", "study.py", 'score = group[group["seed"].isin(shared)]', "score = group",
+    M("S-all-seeds", "results.py", 'score = group[group["seed"].isin(shared)]', "score = group",
       "configurations are ranked over all their seeds: the re-run best's extra seeds tilt the ranking",
       ("test_study.py",)),
-    M("S-select-on-test", "study.py", '.groupby("config_id", sort=False)["best_val_f1"].mean()',
+    M("S-select-on-test", "results.py", '.groupby("config_id", sort=False)["best_val_f1"].mean()',
       '.groupby("config_id", sort=False)["test_f1_macro"].mean()',
       "configurations are chosen on test macro-F1 instead of validation", ("test_study.py", "test_report.py")),
-    M("S-smallest-size", "study.py", 'drop_duplicates("method", keep="last")', 'drop_duplicates("method", keep="first")',
+    M("S-smallest-size", "results.py", 'drop_duplicates("method", keep="last")', 'drop_duplicates("method", keep="first")',
       "each method's table row is its smallest training set instead of its largest", ("test_study.py", "test_report.py")),
-    M("S-notebook-order", "study.py", 'sort_values("best_val_f1", ascending=False', 'sort_values("best_val_f1", ascending=True',
+    M("S-notebook-order", "results.py", 'sort_values("best_val_f1", ascending=False', 'sort_values("best_val_f1", ascending=True',
       "the notebook files list the other runs worst first", ("test_study.py",)),
     # -- evaluation and run artifacts ----------------------------------------------------------------------
     M("E-softmax-axis", "evaluate.py", "shifted / shifted.sum(axis=1, keepdims=True)", "shifted / shifted.sum(axis=0, keepdims=True)",
       "softmax normalised over the examples (axis 0) instead of the classes", ("test_predict.py", "test_methods.py")),
-    M("R-val-as-test", "run.py", 'predict_logits(model, encoded["test"], cfg.train.eval_batch_size, bf16,',
-      'predict_logits(model, encoded["val"], cfg.train.eval_batch_size, bf16,',
+    M("R-val-as-test", "run.py", 'predict_logits(model, encoded["test"], cfg.train.eval_batch_size, precision,',
+      'predict_logits(model, encoded["val"], cfg.train.eval_batch_size, precision,',
       "the test metrics and predictions are computed on the validation split", ("test_methods.py", "test_study.py")),
-    M("R-pred-name", "run.py", 'frame["pred_name"] = [label_names[i] for i in frame["pred"]]',
+    M("R-pred-name", "artifacts.py", 'frame["pred_name"] = [label_names[i] for i in frame["pred"]]',
       'frame["pred_name"] = [label_names[i] for i in frame["label"]]',
       "predictions.csv names the gold label as the predicted one", ("test_predict.py", "test_study.py")),
-    M("R-probs-swapped", "run.py", 'frame[f"prob_{name}"] = probs[:, i]', 'frame[f"prob_{name}"] = probs[:, -1 - i]',
+    M("R-probs-swapped", "artifacts.py", 'frame[f"prob_{name}"] = probs[:, i]', 'frame[f"prob_{name}"] = probs[:, -1 - i]',
       "probability columns in reversed label order (label mapping swapped)", ("test_predict.py", "test_serve.py")),
     # -- distillation --------------------------------------------------------------------------------------
     M("D-no-T2", "distill.py", "alpha * temperature**2 * soft", "alpha * temperature * soft",
@@ -213,11 +215,17 @@ def run_mutant(mutant: Mutant, tests_from: Path, timeout: float) -> Result:
     return Result(mutant, "error", f"pytest exit {proc.returncode}: {proc.stdout[-300:]}{proc.stderr[-300:]}", seconds)
 
 
+# Test files that pin a module's behaviour, run before the mutant's own list (where they exist).
+PINNING_TESTS = {"train.py": ("test_trainer_behaviour.py",), "distill.py": ("test_trainer_behaviour.py",),
+                 "evaluate.py": ("test_metrics.py",), "stats.py": ("test_stats.py",), "results.py": ("test_study.py",)}
+
+
 def test_order(tree: Path, mutant: Mutant) -> list[str]:
-    """The mutant's test files first, then every other test file (explicit files keep their order;
-    a directory argument would make pytest collect in directory order)."""
+    """The module's pinning tests and the mutant's test files first, then every other test file (explicit
+    files keep their order; a directory argument would make pytest collect in directory order)."""
     every = sorted(str(p.relative_to(tree)) for p in (tree / "tests").glob("test_*.py"))
-    first = [f"tests/{name}" for name in mutant.tests if f"tests/{name}" in every]
+    wanted = dict.fromkeys(PINNING_TESTS.get(mutant.file, ()) + mutant.tests)
+    first = [f"tests/{name}" for name in wanted if f"tests/{name}" in every]
     return first + [name for name in every if name not in first]
 
 
