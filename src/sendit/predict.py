@@ -44,21 +44,23 @@ def progress(total: int, shown: bool):
 
 
 def skip_bitsandbytes(run_dirs) -> None:
-    """Keep peft from importing bitsandbytes (1-2 s: it compiles kernels on import) unless a run is QLoRA.
+    """Keep peft from importing bitsandbytes (1-2 s: it compiles kernels on import) unless a run needs it (QLoRA).
 
     peft imports bitsandbytes whenever it is installed (the `qlora` and `dev` extras); only QLoRA
     runs use it. Call this in a process that only predicts: once peft is imported without it,
     QLoRA runs cannot be loaded in the same process. No-op once peft is imported.
     """
     from sendit.config import ConfigError, load_run
+    from sendit.methods import METHODS
 
-    def is_qlora(run_dir) -> bool:
+    def needs_bitsandbytes(run_dir) -> bool:
         try:
-            return load_run(Path(run_dir) / "config.yaml").method.name == "qlora"
+            method = load_run(Path(run_dir) / "config.yaml").method.name
         except (ConfigError, OSError):
             return True  # unreadable: leave everything as is and let `load` report it
+        return method not in METHODS or METHODS[method].needs_bitsandbytes
 
-    if "peft" not in sys.modules and not any(is_qlora(run_dir) for run_dir in run_dirs):
+    if "peft" not in sys.modules and not any(needs_bitsandbytes(run_dir) for run_dir in run_dirs):
         sys.modules.setdefault("bitsandbytes", None)  # `import bitsandbytes` now raises ImportError
 
 

@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Sequence
 
-ADAPTER_METHODS = {"lora", "dora", "ia3", "prompt_tuning"}
-
-
 @dataclass
 class Settings:
     max_texts: int = 256  # texts per request
@@ -57,8 +54,9 @@ def parse_runs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]:
 
 def load_runs(specs: Sequence[str | Path]) -> dict[str, Served]:
     """Load and validate every run (`artifacts.load`); adapter runs over an equal base share its tensors."""
-    from sendit.config import ConfigError
     from sendit.artifacts import load
+    from sendit.config import ConfigError
+    from sendit.methods import METHODS
 
     served: dict[str, Served] = {}
     bases: list[dict] = []
@@ -66,7 +64,7 @@ def load_runs(specs: Sequence[str | Path]) -> dict[str, Served]:
         if name in served:
             raise ConfigError(f"two runs are named '{name}' ({served[name].run_dir}, {run_dir}): name them NAME=DIR")
         model, tokenizer, cfg = load(run_dir)
-        base = share_base(model, bases) if cfg.method.name in ADAPTER_METHODS else None
+        base = share_base(model, bases) if METHODS[cfg.method.name].shares_base else None
         served[name] = Served(name, run_dir, model, tokenizer, cfg, base)
     return served
 

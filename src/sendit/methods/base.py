@@ -38,6 +38,13 @@ class Method:
     summary: ClassVar[str]
     default_lr: ClassVar[float | None]
     Options: ClassVar[type] = NoOptions
+    # What the method can do, declared here and read by every other module (never matched by name):
+    display_name: ClassVar[str] = ""  # as tables and figures show it; "" -> `name`
+    baseline: ClassVar[bool] = False  # a reference point (zero-shot): reported, never recommended
+    # Trains a small adapter over frozen base weights, so served runs of one base can share them.
+    shares_base: ClassVar[bool] = False
+    needs_bitsandbytes: ClassVar[bool] = False  # its saved runs load only with bitsandbytes installed
+    foldable: ClassVar[bool] = False  # its update folds into the base weights (merge_and_unload)
     # Whether frozen linear weights may be stored in bf16 under bf16 training (train.bf16_frozen_weights):
     # not where the method reads them outside autocast's casts (DoRA's weight norm).
     frozen_weights_in_bf16: ClassVar[bool] = True
@@ -74,6 +81,16 @@ class PeftMethod(Method):
 def register_method(cls: type[Method]) -> type[Method]:
     METHODS[cls.name] = cls
     return cls
+
+
+def display_name(method: str) -> str:
+    """A method's display name; a study's own label (e.g. `lora_qv`) stays as written."""
+    cls = METHODS.get(method)
+    return (cls.display_name or cls.name) if cls else method
+
+
+def is_baseline(method: str) -> bool:
+    return method in METHODS and METHODS[method].baseline
 
 
 def get_method(config: MethodConfig) -> Method:

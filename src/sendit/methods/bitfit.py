@@ -6,6 +6,7 @@ from sendit.methods.base import Method, freeze_all_but, keep_head, register_meth
 class BitFit(Method):
     name = "bitfit"
     summary = "bias terms + classification head"
+    display_name = "BitFit"
     default_lr = 2e-3
 
     def apply(self, model):

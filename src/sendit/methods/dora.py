@@ -14,6 +14,7 @@ from sendit.methods.lora import Lora, lora_config
 class Dora(Lora):
     name = "dora"
     summary = "weight-decomposed LoRA: low-rank direction + trained magnitude (PEFT) + classification head"
+    display_name = "DoRA"
     frozen_weights_in_bf16 = False  # the weight norm is computed from the float32 base weight
 
     def peft_config(self, model):

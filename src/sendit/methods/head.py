@@ -10,6 +10,7 @@ from sendit.methods.base import Method, Phase, freeze_all_but, keep_head, regist
 class Head(Method):
     name = "head"
     summary = "classification head only, trained on pooled features cached once"
+    display_name = "head only"
     default_lr = 2e-3
 
     def apply(self, model):

@@ -82,6 +82,9 @@ def ia3_config(model, options: IA3Options):
 class IA3(PeftMethod):
     name = "ia3"
     summary = "learned rescaling of keys, values and FFN activations (PEFT (IA)^3) + classification head"
+    display_name = "IA³"
+    shares_base = True
+    foldable = True
     default_lr = 3e-3
     Options = IA3Options
 

@@ -43,6 +43,9 @@ def lora_config(model, options: LoraOptions, **extra):
 class Lora(PeftMethod):
     name = "lora"
     summary = "low-rank updates on the linear layers (PEFT) + classification head"
+    display_name = "LoRA"
+    shares_base = True
+    foldable = True
     default_lr = 5e-4
     Options = LoraOptions
 

@@ -68,6 +68,8 @@ def _tiny_model_tokenizer() -> str:
 class PromptTuning(PeftMethod):
     name = "prompt_tuning"
     summary = "learned soft-prompt embeddings prepended to the input (PEFT) + classification head"
+    display_name = "prompt tuning"
+    shares_base = True
     default_lr = 3e-2
     Options = PromptTuningOptions
 

@@ -123,6 +123,9 @@ def _own_memory(model: nn.Module, keep: type) -> None:
 class QLora(Lora):
     name = "qlora"
     summary = "LoRA over 4-bit NF4 linear layers (bitsandbytes, double quant, bf16 compute) + classification head"
+    display_name = "QLoRA"
+    shares_base = False  # its base is quantised per run
+    needs_bitsandbytes = True
     Options = QLoraOptions
 
     def apply(self, model):

@@ -25,6 +25,7 @@ class TwoPhaseOptions:
 class TwoPhase(Method):
     name = "two_phase"
     summary = "full fine-tuning, then the head alone on cached features at a higher lr (ignores train.epochs)"
+    display_name = "two-phase"
     default_lr = 5e-5
     Options = TwoPhaseOptions
 

@@ -6,6 +6,8 @@ from sendit.methods.base import Method, freeze_all_but, register_method
 class ZeroShot(Method):
     name = "zero_shot"
     summary = "no training: evaluates the randomly initialised head (expect chance accuracy)"
+    display_name = "zero-shot"
+    baseline = True
     default_lr = None
 
     def apply(self, model):

@@ -15,17 +15,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from sendit.methods.base import display_name, is_baseline
 from sendit.stats import bootstrap_ci, format_p
 from sendit.results import ALPHA, best_per_method, collect, pairwise
 
-BASELINES = {"zero_shot"}  # reference points, never recommended
 # Summarised per method over the seeds of its selected configuration.
 METRICS = ["test_accuracy", "test_f1_macro", "test_f1_weighted", "test_recall_macro", "best_val_f1",
            "runtime_sec", "peak_memory_mb", "trainable_params", "f1_per_m_params",
            "inference_examples_per_s", "adapter_mb"]
-PRETTY = {"zero_shot": "zero-shot", "head": "head only", "bitfit": "BitFit", "lora": "LoRA",
-          "full": "full fine-tuning", "dora": "DoRA", "qlora": "QLoRA", "ia3": "IA³",
-          "prompt_tuning": "prompt tuning", "two_phase": "two-phase"}
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
                       r"|(?:do|does|did|is|are|was|were|has|have|had|would|should|could|must|need|might"
@@ -37,7 +34,7 @@ class ReportError(ValueError):
 
 
 def pretty(method: str) -> str:
-    return PRETTY.get(method, method)
+    return display_name(method)
 
 
 @dataclass
@@ -77,7 +74,7 @@ class Study:
         return self.run_file(method, "epoch_log.csv")
 
     def is_baseline(self, method: str) -> bool:
-        return method in BASELINES or self.best.loc[method].get("base_method") in BASELINES
+        return is_baseline(method) or is_baseline(self.best.loc[method].get("base_method"))
 
 
 def load_study(directory: str | Path) -> Study:
