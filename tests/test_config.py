@@ -85,6 +85,17 @@ def test_a_number_of_the_wrong_kind_is_an_error_naming_the_field(tmp_path, text,
         plan(study_from(tmp_path, text))
 
 
+@pytest.mark.parametrize("text, message", [
+    ("methods: [{name: lora, options: {target: qkv}}]", r"methods.lora.options.target='qkv': unknown preset"),
+    ("methods: [{name: dora, options: {target: all}}]", r"methods.dora.options.target='all': unknown preset"),
+    ("methods: [{name: qlora, options: {quant_type: int4}}]", r"methods.qlora.options.quant_type 'int4' unknown"),
+])
+def test_a_method_option_value_it_cannot_use_fails_when_the_study_is_planned(tmp_path, text, message):
+    """Before any data is prepared or model built: a typo in a study YAML costs a second, not a run."""
+    with pytest.raises(ConfigError, match=message):
+        plan(study_from(tmp_path, text))
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_expands(path):
     """As many distinct runs as methods x grid points x sizes x seeds, counted from the YAML itself."""

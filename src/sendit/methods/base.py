@@ -53,6 +53,11 @@ class Method:
         self.config = config
         self.options = build(self.Options, config.options, f"methods.{config.name}.options")
         self.lr = config.lr if config.lr is not None else self.default_lr
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject option values this method cannot use (a ConfigError naming the field), so a study
+        fails when it is planned, before any data is prepared."""
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Return the model with exactly this method's parameters trainable."""

@@ -18,4 +18,4 @@ class Dora(Lora):
     frozen_weights_in_bf16 = False  # the weight norm is computed from the float32 base weight
 
     def peft_config(self, model):
-        return lora_config(model, self.options, use_dora=True)
+        return lora_config(self, model, use_dora=True)

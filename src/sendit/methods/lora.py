@@ -6,6 +6,7 @@ query/value-only LoRA.
 """
 from dataclasses import dataclass, field
 
+from sendit.config import ConfigError
 from sendit.methods.base import PeftMethod, register_method
 from sendit.models import head_module_names
 
@@ -23,16 +24,27 @@ class LoraOptions:
     target_modules: list[str] = field(default_factory=list)  # explicit module names; overrides `target`
 
 
-def lora_config(model, options: LoraOptions, **extra):
+class TargetedAdapter(PeftMethod):
+    """A PEFT adapter on named linear layers, chosen by `options.target` (a preset) or `target_modules`."""
+
+    def validate(self) -> None:
+        if self.options.target not in PRESETS:
+            raise ConfigError(f"methods.{self.config.name}.options.target={self.options.target!r}: unknown preset; "
+                              f"presets: {', '.join(PRESETS)} (or list module names in target_modules)")
+
+    def targets(self, model) -> str | list[str]:
+        """The preset's module names this architecture has ("all-linear" stays a keyword for PEFT)."""
+        targets = self.options.target_modules or PRESETS[self.options.target]
+        if isinstance(targets, list):
+            present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+            targets = [t for t in targets if t in present]
+        return targets
+
+
+def lora_config(method: TargetedAdapter, model, **extra):
     from peft import LoraConfig, TaskType
 
-    if options.target not in PRESETS:
-        raise ValueError(f"lora target '{options.target}' unknown; presets: {', '.join(PRESETS)}")
-    head = head_module_names(model)
-    targets = options.target_modules or PRESETS[options.target]
-    if isinstance(targets, list):  # keep only names this architecture has
-        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        targets = [t for t in targets if t in present]
+    head, targets, options = head_module_names(model), method.targets(model), method.options
     return LoraConfig(task_type=TaskType.SEQ_CLS, r=options.r, lora_alpha=options.alpha,
                       lora_dropout=options.dropout, target_modules=targets,
                       exclude_modules=head if targets == "all-linear" else None,
@@ -40,7 +52,7 @@ def lora_config(model, options: LoraOptions, **extra):
 
 
 @register_method
-class Lora(PeftMethod):
+class Lora(TargetedAdapter):
     name = "lora"
     summary = "low-rank updates on the linear layers (PEFT) + classification head"
     display_name = "LoRA"
@@ -50,4 +62,4 @@ class Lora(PeftMethod):
     Options = LoraOptions
 
     def peft_config(self, model):
-        return lora_config(model, self.options)
+        return lora_config(self, model)

@@ -54,11 +54,6 @@ class QLoraOptions(LoraOptions):
 def bnb_config(options: QLoraOptions, skip: list[str]):
     from transformers import BitsAndBytesConfig
 
-    if options.quant_type not in ("nf4", "fp4"):
-        raise ConfigError(f"methods.qlora.options.quant_type '{options.quant_type}' unknown; use nf4 or fp4")
-    if options.compute_dtype not in DTYPES:
-        raise ConfigError(f"methods.qlora.options.compute_dtype '{options.compute_dtype}' unknown; "
-                          f"use one of {', '.join(DTYPES)}")
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=options.quant_type,
                               bnb_4bit_use_double_quant=options.double_quant,
                               bnb_4bit_compute_dtype=DTYPES[options.compute_dtype], llm_int8_skip_modules=skip)
@@ -127,6 +122,14 @@ class QLora(Lora):
     shares_base = False  # its base is quantised per run
     needs_bitsandbytes = True
     Options = QLoraOptions
+
+    def validate(self) -> None:
+        super().validate()
+        if self.options.quant_type not in ("nf4", "fp4"):
+            raise ConfigError(f"methods.qlora.options.quant_type '{self.options.quant_type}' unknown; use nf4 or fp4")
+        if self.options.compute_dtype not in DTYPES:
+            raise ConfigError(f"methods.qlora.options.compute_dtype '{self.options.compute_dtype}' unknown; "
+                              f"use one of {', '.join(DTYPES)}")
 
     def apply(self, model):
         from peft import prepare_model_for_kbit_training
