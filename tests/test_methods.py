@@ -14,7 +14,8 @@ from sendit.models import PooledHead, load_model
 from sendit.run import execute
 from sendit.train import Batching, Trainer
 
-ALL_METHODS = ["bitfit", "dora", "full", "head", "ia3", "lora", "prompt_tuning", "qlora", "two_phase", "zero_shot"]
+ALL_METHODS = ["bitfit", "dora", "full", "head", "ia3", "lora", "prompt_tuning", "qlora", "two_phase", "vera",
+               "zero_shot"]
 FOUNDATION_METHODS = ["zero_shot", "head", "full", "bitfit", "lora"]
 DECODERS = ["tiny-opt", "tiny-gpt2", "tiny-gpt-neo"]
 LABELS = ["negative", "positive"]
@@ -46,7 +47,8 @@ def promised_trainable(method: str, name: str, head: list[str], arch: str = "tin
             "lora": peft_head or lora, "qlora": peft_head or lora,
             "dora": peft_head or lora or "lora_magnitude_vector" in name,
             "ia3": peft_head or (".ia3_l." in name and re.fullmatch(IA3_MODULES[arch], module) is not None),
-            "prompt_tuning": peft_head or name == "prompt_encoder.default.embedding.weight"}[method]
+            "prompt_tuning": peft_head or name == "prompt_encoder.default.embedding.weight",
+            "vera": peft_head or ".vera_lambda_b." in name or ".vera_lambda_d." in name}[method]
 
 
 def test_registry_has_every_method():
