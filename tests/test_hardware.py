@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from sendit import hardware, measure
-from sendit.batching import encode
+from sendit.artifacts import build_model
 from sendit.config import ConfigError, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, build, load_study
-from sendit.models import load_model, load_tokenizer
-from sendit.run import build_model, execute
+from sendit.models import load_model
+from sendit.run import execute
 from sendit.train import Batching, Trainer
 
 LABELS = ["negative", "positive"]
@@ -129,24 +129,11 @@ def test_training_probe_leaves_the_runs_weights_and_random_state_alone(tiny):
     assert all(torch.equal(p, before[n]) for n, p in tiny.named_parameters())
 
 
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory):
-    from conftest import synthetic_frame
-    from sendit.data import prepare
-
-    path = tmp_path_factory.mktemp("data") / "tweets.csv"
-    synthetic_frame(400).to_csv(path, index=False)
-    splits = prepare(DataConfig(dataset="csv", path=str(path), label_names=LABELS))
-    tokenizer = load_tokenizer("tiny-bert")
-    return splits, {name: encode(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), 32)
-                    for name, frame in (("train", splits.train), ("val", splits.val))}, tokenizer.pad_token_id
-
-
 @pytest.mark.parametrize("method, lr", [("full", 2e-3), ("lora", 1e-2)])
-def test_fp16_trains_with_loss_scaling_on_the_cpu(monkeypatch, encoded, method, lr):
+def test_fp16_trains_with_loss_scaling_on_the_cpu(monkeypatch, encoded_tweets, method, lr):
     """accelerate's fp16 on a CPU silently trains in fp32; sendit's autocasts to float16 and scales
     the loss: float16 activations inside the forward pass, every step's loss scaled, the task learnt."""
-    _, data, pad_id = encoded
+    _, data, pad_id = encoded_tweets
     cfg = RunConfig(data=DataConfig(label_names=LABELS), model=ModelConfig(name="tiny-bert", max_length=32),
                     method=MethodConfig(name=method, lr=lr),
                     train=TrainConfig(epochs=3, batch_size=16, precision="fp16", device="cpu", seed=3))
@@ -174,10 +161,10 @@ def _first_linear(model) -> str:
     return next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "query" in n)
 
 
-def test_head_features_are_computed_on_the_models_device(encoded):
+def test_head_features_are_computed_on_the_models_device(encoded_tweets):
     """Two-phase and head features are built where the model is: batches moved there, features kept
     there (the meta device stands in for a GPU; a stand-in head, as BERT cannot run on meta)."""
-    _, data, pad_id = encoded
+    _, data, pad_id = encoded_tweets
     cfg = TrainConfig(batch_size=16, eval_batch_size=64, precision="fp32")
     model, _, adapter = build_model(RunConfig(model=ModelConfig(name="tiny-bert"), method=MethodConfig(name="head"),
                                               train=cfg), LABELS)
@@ -192,9 +179,9 @@ def test_head_features_are_computed_on_the_models_device(encoded):
     assert seen == {"meta"} and features.device.type == "meta" and features.shape == (len(data["val"]), 8)
 
 
-def test_run_records_device_precision_and_the_measured_reason(monkeypatch, encoded, tmp_path):
+def test_run_records_device_precision_and_the_measured_reason(monkeypatch, encoded_tweets, tmp_path):
     """`auto` trains in the precision measured faster and writes why, with the timings."""
-    splits, _, _ = encoded
+    splits, _, _ = encoded_tweets
     monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, size: 10.0)
     monkeypatch.setattr(hardware, "time_training", lambda model, batch, device, p, limit: {"fp32": 2.0, "bf16": 1.0}[p])
     monkeypatch.setattr(hardware, "time_inference", lambda model, batch, device, p, limit: {"fp32": 1.0, "bf16": 3.0}[p])
