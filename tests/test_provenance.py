@@ -22,4 +22,7 @@ def test_run_records_versions_commit_hardware_and_threads(tmp_path):
     assert record["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     head = subprocess.run(["git", "-C", str(Path(sendit.__file__).parent), "rev-parse", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
-    assert record["git_commit"].split("+")[0] == head
+    if head:
+        assert record["git_commit"].split("+")[0] == head
+    else:  # a source tree outside git (an unpacked sdist, a copy): no commit to name
+        assert record["git_commit"] is None
