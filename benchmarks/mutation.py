@@ -32,7 +32,7 @@ from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = "/work/main/.venv/bin/python"
-COPIED = ["src", "configs", "pyproject.toml"]  # tests/ comes from --tests-from
+COPIED = ["src", "configs", "pyproject.toml", "README.md", "Makefile"]  # tests/ from --tests-from; test_readme reads the last two
 
 
 class Mutant(NamedTuple):
