@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 from conftest import tiny_data, tiny_run
 from sendit.artifacts import FORMAT_VERSION, METRICS_FILE, RunError, load
@@ -41,3 +42,12 @@ def test_a_run_in_a_newer_format_is_refused_by_name(run, tmp_path):
     newer = with_version(run, tmp_path, FORMAT_VERSION + 1)
     with pytest.raises(RunError, match=rf"{METRICS_FILE}: saved-run format {FORMAT_VERSION + 1}, newer than"):
         load(newer)
+
+
+def test_a_run_saved_with_the_old_patience_zero_loads_as_patience_one(run, tmp_path):
+    """Before patience counted validations without a gain, 0 meant what 1 means now: such runs still load."""
+    old = with_version(run, tmp_path, None)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    config["train"]["early_stopping_patience"] = 0
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    assert load(old)[2].train.early_stopping_patience == 1

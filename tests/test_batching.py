@@ -1,7 +1,9 @@
 """Length-bucketed batches: every example once per epoch, little padding, still shuffled."""
 import numpy as np
 
-from sendit.batching import Encoded, collate, length_bucketed_batches, sorted_batches
+import pytest
+
+from sendit.batching import Encoded, collate, length_bucketed_batches, random_batches, sorted_batches
 
 
 def test_buckets_cover_every_example_once_and_reduce_padding():
@@ -15,6 +17,14 @@ def test_buckets_cover_every_example_once_and_reduce_padding():
     assert padded < 0.75 * random_padded
     again = length_bucketed_batches(lengths, 32, np.random.default_rng(2), window=16)
     assert [b.tolist() for b in again] != [b.tolist() for b in batches]  # a new epoch, a new order
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 64, 100])
+def test_random_batches_cover_every_example_once_in_full_batches_but_the_last(n):
+    """The unbucketed order (head features, bucketing off): nothing dropped, a short batch only at the end."""
+    batches = random_batches(n, 32, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(n))
+    assert [len(b) for b in batches[:-1]] == [32] * (len(batches) - 1) and 1 <= len(batches[-1]) <= 32
 
 
 def test_sorted_batches_are_in_length_order():

@@ -62,6 +62,14 @@ def test_numbers_keep_the_type_of_their_field(tmp_path):
     assert type(cfg.methods[0].lr) is float and cfg.methods[0].lr == 1e-4
 
 
+@pytest.mark.parametrize("text, expected", [("'false'", False), ("'no'", False), ("'0'", False),
+                                             ("'True'", True), ("'yes'", True), ("false", False), ("true", True)])
+def test_a_switch_given_as_a_string_reads_as_the_word_says(tmp_path, text, expected):
+    """A quoted 'false' in YAML (or from an environment template) must not become True."""
+    cfg = study_from(tmp_path, f"data: {{clean: {{lowercase: {text}}}}}\n")
+    assert cfg.data.clean.lowercase is expected
+
+
 def test_grid_values_keep_their_types_through_planning(tmp_path):
     cfg = study_from(tmp_path, "methods: [{name: lora, grid: {batch_size: [8, 16], lr: ['1e-4'], epochs: [2]}}]\n")
     runs = plan(cfg)

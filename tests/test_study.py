@@ -15,7 +15,7 @@ from sendit.cli import app
 from sendit.config import ConfigError, StudyConfig, StudyMethodConfig, load_study
 from sendit.plan import plan, reseed_plan
 from sendit.results import (ALPHA, NOTEBOOK_COLUMNS, RESULT_COLUMNS, best_per_method, collect, select,
-                            write_statistics)
+                            write_results, write_statistics)
 from sendit.stats import mcnemar
 
 runner = CliRunner()
@@ -111,6 +111,28 @@ def test_per_method_files_read_the_way_the_notebook_reads_them(study):
         assert {"accuracy", "f1_macro", "f1_weighted", "inference_time_sec"} <= set(summary.columns)
         predictions = pd.read_csv(directory / f"{method}_inference_predictions.csv")
         assert (predictions.pred == predictions.label).mean() == pytest.approx(best_run.test_accuracy)
+
+
+def test_notebook_files_list_the_chosen_run_first_then_the_others_best_first(tmp_path):
+    """Four lora configurations whose validation F1 is in no order by run id: the notebook's file
+    starts with the selected run, then the rest by descending validation F1."""
+    f1s = {"lora-lr0.001-bs16-ep1-seed1": 0.70, "lora-lr0.002-bs16-ep1-seed1": 0.90,
+           "lora-lr0.003-bs16-ep1-seed1": 0.60, "lora-lr0.004-bs16-ep1-seed1": 0.80}
+    for run_id, f1 in f1s.items():
+        run_dir = tmp_path / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        row = {"method": "lora", "lr": float(run_id[7:12]), "batch_size": 16, "epochs": 1.0, "seed": 1,
+               "best_val_f1": f1, "val_accuracy": f1, "runtime_sec": 1.0, "memory_delta_mb": 1.0,
+               **{f"test_{m}": 0.5 for m in ("accuracy", "f1_macro", "f1_weighted", "recall_macro")},
+               "inference_time_sec": 1.0, "inference_examples_per_s": 1.0}
+        (run_dir / "metrics.json").write_text(json.dumps({"row": row}))
+        pd.DataFrame({"epoch": [1], "val_accuracy": [f1], "val_f1": [f1], "train_loss": [0.5], "val_loss": [0.5],
+                      "phase": ["train"], "step": [10]}).to_csv(run_dir / "epoch_log.csv", index=False)
+        pd.DataFrame({"label": [0, 1], "pred": [0, 0]}).to_csv(run_dir / "predictions.csv", index=False)
+    write_results(tmp_path)
+    listed = pd.read_csv(tmp_path / "lora_results.csv")
+    assert listed.best_val_f1.tolist() == [0.90, 0.80, 0.70, 0.60]
+    assert listed.run_id.tolist()[0] == "lora-lr0.002-bs16-ep1-seed1"
 
 
 def test_trained_methods_learn_the_easy_task(study):

@@ -302,7 +302,13 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
 
 
 def load_run(path: str | Path) -> RunConfig:
-    return _build(RunConfig, load_yaml(path), str(path))
+    """A saved run's config. Runs saved before patience counted validations without a gain stored the
+    same behaviour as 0; it reads as today's 1 (a new config with 0 is refused)."""
+    values = load_yaml(path)
+    train = values.get("train")
+    if isinstance(train, dict) and train.get("early_stopping_patience") == 0:
+        train["early_stopping_patience"] = 1
+    return _build(RunConfig, values, str(path))
 
 
 def build(cls: type, values: dict, where: str = "config") -> Any:
