@@ -25,8 +25,9 @@ data:
 demo: setup
 	$(SENDIT) study configs/quickstart.yaml
 
+# One worker per core, each test file on one worker (module fixtures are built once).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -18,7 +18,7 @@ TIMING_COLUMNS = ["runtime_sec", "train_examples_per_s", "peak_memory_mb", "memo
 def tiny_study(path, output_dir, data, **train):
     """Two methods x two seeds on the tiny model; written to `path`."""
     path.write_text(yaml.safe_dump({
-        "name": "tiny", "output_dir": str(output_dir),
+        "name": "tiny", "output_dir": str(output_dir), "report": False,
         "data": {"dataset": "csv", "path": str(data), "label_names": ["negative", "positive"]},
         "model": {"name": "tiny-bert", "max_length": 32},
         "train": {"epochs": 2, "batch_size": 16, "bf16": False, **train},

@@ -120,10 +120,10 @@ def presplit_source(monkeypatch, splits):
 
 def test_prepare_keeps_predefined_test_and_carves_val_from_train(monkeypatch):
     train = [(f"train {i}", i % 2) for i in range(90)] + [("shared text", 1), ("Shared TEXT!", 0)]
-    test = [(f"test {i}", i % 2) for i in range(20)] + [("shared text", 0)]
+    test = [(f"test {i}", i % 2) for i in range(20)] + [("shared text", 0), ("test 3", 1), ("@only_a_mention", 1)]
     presplit_source(monkeypatch, {"train": train, "test": test})
     splits = prepare(DataConfig(dataset="presplit", split=[0.8, 0.1, 0.1]))
-    assert len(splits.test) == 21 and "shared text" in texts(splits.test)
+    assert len(splits.test) == 23 and "shared text" in texts(splits.test)  # whole: its repeat and empty text too
     assert "shared text" not in texts(splits.train) | texts(splits.val)
     assert splits.stats["dropped_duplicates"] == 2
     # val takes 0.1 / (0.8 + 0.1) of the 90 remaining train texts

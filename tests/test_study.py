@@ -25,7 +25,7 @@ DATA = {"dataset": "csv", "label_names": ["negative", "positive"]}
 
 def run_study(root, config: dict):
     """Write `config` (output under `root`) and run it through the CLI; return (study dir, config path)."""
-    config = {"output_dir": str(root / "runs"), **config}
+    config = {"output_dir": str(root / "runs"), "report": False, **config}  # test_report.py draws reports
     path = root / f"{config['name']}.yaml"
     path.write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["study", str(path)])
@@ -92,6 +92,7 @@ def test_results_table_has_every_run_and_column(study):
     assert (results.peak_memory_mb > 0).all() and (results.adapter_mb > 0).all()
     saved = yaml.safe_load((directory / "config.yaml").read_text())
     assert saved["model"]["name"] == "tiny-bert" and saved["seeds"] == [1, 2]
+    assert not (directory / "report.html").exists() and not (directory / "figures").exists()  # report: false
 
 
 def test_per_method_files_read_the_way_the_notebook_reads_them(study):

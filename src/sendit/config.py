@@ -175,6 +175,9 @@ class StudyConfig:
     sizes: list[int] | None = None
     # Then re-run each method's best configuration (per size) on these seeds too, for the statistics.
     reseed_best: list[int] = field(default_factory=list)
+    # The figures and HTML report at the end (tens of seconds of plotting); false leaves them to a
+    # later `sendit report DIR`, which makes the same report from the study's files.
+    report: bool = True
 
     @property
     def directory(self) -> Path:

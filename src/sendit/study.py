@@ -59,7 +59,8 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
         from sendit.report import write_report
 
         write_statistics(directory, results)
-        console.print(f"report: {write_report(directory)}")
+        if cfg.report:
+            console.print(f"report: {write_report(directory)}")
     return results
 
 

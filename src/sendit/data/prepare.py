@@ -41,8 +41,10 @@ def prepare(cfg: DataConfig) -> Splits:
     """The examples a run trains and evaluates on, deterministic for `cfg`.
 
     Predefined val/test splits of a source are kept as they are; only the train pool is sampled and
-    split into the missing ones. Deduplication runs across all splits so no text is in two of them;
-    a text of an extra evaluation set (sarcasm) that is also in train/val/test leaves the extra set.
+    split into the missing ones. Deduplication runs across all splits so no text is in two of them,
+    but a predefined test split stays whole (its published size, repeats and texts that cleaning
+    empties included): train and val copies of a test text are dropped instead. A text of an extra
+    evaluation set (sarcasm) that is also in train/val/test leaves the extra set.
     """
     check_fractions(cfg.split)
     data = read_source(cfg)
@@ -54,12 +56,13 @@ def prepare(cfg: DataConfig) -> Splits:
 
     pool = pd.concat(frames, names=["split", None]).reset_index(level=0)
     dropped_empty = dropped_duplicates = 0
+    droppable = pool["split"] != "test"  # a predefined test split is scored whole, as published
     if cfg.clean.drop_empty:
-        empty = pool["text"].str.strip() == ""
+        empty = (pool["text"].str.strip() == "") & droppable
         dropped_empty = int(empty.sum())
-        pool = pool[~empty]
-    if cfg.clean.drop_duplicates:
-        duplicate = pool["text"].duplicated(keep="first")
+        pool, droppable = pool[~empty], droppable[~empty]
+    if cfg.clean.drop_duplicates:  # test first in the pool: train/val copies of a test text go, test texts never
+        duplicate = pool["text"].duplicated(keep="first") & droppable
         dropped_duplicates = int(duplicate.sum())
         pool = pool[~duplicate]
     log.info("%s: read %d rows; dropped %d duplicate and %d empty texts",

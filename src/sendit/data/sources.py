@@ -105,8 +105,6 @@ def sample_test(test: pd.DataFrame | None, cfg: DataConfig, origin: str) -> pd.D
     if test is None:
         raise DataError(f"data.test_sample: dataset {cfg.dataset!r} has no test split of its own (its test "
                         f"split is carved from train by data.split); use data.sample and data.split instead")
-    if cfg.clean.drop_duplicates:  # `prepare` would drop them from the sample (cleaning may still merge a few)
-        test = test.drop_duplicates("text", ignore_index=True)
     if cfg.test_sample > len(test):
         raise DataError(f"{origin}: data.test_sample={cfg.test_sample} but the test split has {len(test)} examples")
     return stratified_sample(test, cfg.test_sample, cfg.seed, name=f"{origin} (test split)")
