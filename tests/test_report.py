@@ -100,7 +100,8 @@ def write_run(run_dir, method, lr, batch, seed, spec, labels, texts, correct, rn
            "trainable_params": spec["params"], "total_params": 22_713_986,
            "f1_per_m_params": accuracy / (spec["params"] / 1e6) if trained else None,
            "inference_time_sec": 2.0, "inference_examples_per_s": len(labels) / 2.0, "adapter_mb": 0.5,
-           "test_examples": len(labels)}
+           "test_examples": len(labels), "device": "cpu", "precision": "fp32",
+           "inference_precision": "fp32", "memory_kind": "cpu rss"}
     metrics = {"row": row, "test": {"accuracy": accuracy}, "label_names": LABELS,
                "data_stats": {"split_sizes": {"train": train_size, "val": 400, "test": len(labels)}},
                "provenance": PROVENANCE}
@@ -155,6 +156,16 @@ def test_report_command_on_a_one_seed_study(lora_study):
     assert html.index("Pick LoRA") < html.index("<table") < html.index("<img")  # recommendation, tables, figures
     assert "n=1" in html
     assert (directory / "lora_results.csv").is_file() and (directory / "full_epoch_logs.csv").is_file()
+
+
+def test_runs_table_says_where_and_in_which_precision_each_run_ran(lora_study):
+    from sendit.report.html import runs_table
+
+    table = runs_table(analyse(load_study(lora_study[0])))
+    row = dict(zip(table.headers, table.rows[0]))
+    assert (row["device"], row["training precision"], row["inference precision"], row["peak memory counts"]) == (
+        "cpu", "fp32", "fp32", "cpu rss")
+    assert "training precision" in (lora_study[0] / "report.html").read_text()
 
 
 def test_report_of_a_grid_over_seeds_and_sizes(full_study):

@@ -25,6 +25,9 @@ COST = [("runtime_sec", "training s", 1, "{:,.0f}"), ("peak_memory_mb", "peak me
         ("inference_examples_per_s", "inference ex/s", 1, "{:,.0f}"), ("adapter_mb", "adapter MB", 1, "{:,.3f}")]
 KEYS = {"lr": ("lr", "{:g}"), "batch_size": ("batch", "{:g}"), "epochs": ("epochs", "{:g}"),
         "train_size": ("train size", "{:,.0f}")}  # configuration columns: (header, format)
+# Where and how each run ran: a time or memory figure means little without them.
+CONTEXT = {"device": "device", "precision": "training precision", "inference_precision": "inference precision",
+           "memory_kind": "peak memory counts"}
 
 
 @dataclass
@@ -102,11 +105,14 @@ def runs_table(report: Report) -> Table:
     results = report.study.results
     keys = [k for k in KEYS if k in results]
     specs = [spec for spec in QUALITY + COST if spec[0] in results]
+    context = [column for column in CONTEXT if column in results]
     rows = [[row["run_id"], pretty(row["method"]), _cell(row["seed"], "{:g}"),
              *(_cell(row[k], KEYS[k][1]) for k in keys),
-             *(_cell(row[metric], fmt, scale) for metric, _, scale, fmt in specs)] for _, row in results.iterrows()]
-    headers = ["run", "method", "seed", *(KEYS[k][0] for k in keys), *(header for _, header, _, _ in specs)]
-    return Table(headers, rows, [False, False] + [True] * (len(headers) - 2))
+             *(_cell(row[metric], fmt, scale) for metric, _, scale, fmt in specs),
+             *(_cell(row[column]) for column in context)] for _, row in results.iterrows()]
+    headers = ["run", "method", "seed", *(KEYS[k][0] for k in keys), *(header for _, header, _, _ in specs),
+               *(CONTEXT[column] for column in context)]
+    return Table(headers, rows, [False, False] + [True] * (len(headers) - 2 - len(context)) + [False] * len(context))
 
 
 def group_table(accuracy: pd.DataFrame, gap: tuple[str, str] | None = None) -> Table:
