@@ -87,6 +87,11 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
         return
     if ray and workers > 1:
         _fail("--workers and --ray exclude each other: on Ray, set the CPUs per run with -s train.threads=N")
+    _run_and_print(cfg, workers, ray)
+
+
+def _run_and_print(cfg, workers: int = 1, ray: Optional[str] = None) -> None:
+    """Run a study; print its results, statistics and, for a distillation study, students vs teacher."""
     _quiet()
     from sendit.study import run_study
     from sendit.table import COST, per_class_table, results_table
@@ -96,8 +101,21 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
     console.print(results_table(results, f"{cfg.name}: cost of each method's best run", COST))
     console.print(per_class_table(results, _label_names(cfg.directory)))
     _print_statistics(cfg.directory)
+    if any(method.distill for method in cfg.methods):
+        _print_distillation(cfg.directory / "distill_summary.csv")
     console.print(f"results: {cfg.directory / 'results.csv'}, statistics: {cfg.directory / 'summary.csv'}, "
                   f"{cfg.directory / 'pairwise.csv'}")
+
+
+def _print_distillation(path: Path) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    summary = pd.read_csv(path)
+    table = Table(*summary.columns, title="distillation: test set (mean, std over seeds), size and speed")
+    for row in summary.itertuples(index=False):
+        table.add_row(*(f"{v:,.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
 
 
 def _print_statistics(directory: Path) -> None:
@@ -164,7 +182,8 @@ def train(dataset: str = typer.Option(DataConfig.dataset, help="Registry name (s
 
 
 @app.command()
-def distill(teacher: Path = typer.Option(..., help="The teacher's run directory (any method)"),
+def distill(teacher: Path = typer.Option(..., help="The teacher's run directory (any method), or a study "
+                                                   "directory: its best run on validation F1"),
             student: str = typer.Option("minilm-l3", help="Student model: alias (minilm-l3), directory or hub id"),
             method: str = typer.Option("full", help="The student's method (any of `sendit methods`)"),
             lr: Optional[float] = typer.Option(MethodConfig.lr), epochs: float = typer.Option(TrainConfig.epochs),
@@ -173,28 +192,27 @@ def distill(teacher: Path = typer.Option(..., help="The teacher's run directory 
                                               help="Softmax temperature T"),
             alpha: float = typer.Option(DistillConfig.alpha, help="Weight of the soft-target term"),
             seeds: str = typer.Option("42", help="Comma-separated seeds, e.g. 1,2,3"),
-            out: Path = typer.Option(Path("runs/distill"), help="Output directory"),
+            out: Path = typer.Option(Path("runs/distill"), help="Output directory (the study's)"),
             overrides: Optional[list[str]] = SetOption):
-    """Distil a trained run into a smaller student; compare with and without KD on the same seeds."""
-    _quiet()
-    from sendit.config import apply_overrides, build
-    from sendit.distill import run_distillation
+    """Distil a trained run into a smaller student: a study of the method with and without KD on the
+    same seeds and the teacher's data (the shape of configs/distill_minilm.yaml; resumable)."""
+    from sendit.config import StudyConfig, apply_overrides, build, load_run, to_dict
+    from sendit.distill import teacher_run
 
-    values = apply_overrides({"method": {"name": method, "lr": lr},
-                              "train": {"epochs": epochs, "batch_size": batch_size}}, overrides or [])
-    method_cfg = _guard(lambda: build(MethodConfig, values["method"], "method"))
-    train_cfg = _guard(lambda: build(TrainConfig, values["train"], "train"))
-    kd = DistillConfig(teacher=str(teacher), temperature=temperature, alpha=alpha)
-    seed_list = [int(s) for s in seeds.split(",")]
-    summary = _guard(lambda: run_distillation(teacher, student, method_cfg, train_cfg, seed_list, out, kd=kd,
-                                              console=console))
-    from rich.table import Table
-
-    table = Table(*summary.columns, title="distillation: test set (mean, std over seeds)")
-    for row in summary.itertuples(index=False):
-        table.add_row(*(f"{v:,.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
-    console.print(f"results: {out / 'distill_summary.csv'}")
+    try:
+        seed_list = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: comma-separated whole numbers, e.g. 1,2,3")
+    teacher_cfg = _guard(lambda: load_run(teacher_run(teacher) / "config.yaml"))
+    arm = {"name": method, "lr": lr}
+    kd = {"teacher": str(teacher), "temperature": temperature, "alpha": alpha}
+    values = apply_overrides({
+        "name": out.name, "output_dir": str(out.parent), "data": to_dict(teacher_cfg.data),
+        "model": {"name": student, "max_length": teacher_cfg.model.max_length},
+        "train": {"epochs": epochs, "batch_size": batch_size},
+        "methods": [{**arm, "label": method}, {**arm, "label": f"{method}+kd", "distill": kd}],
+        "seeds": seed_list}, overrides or [])
+    _run_and_print(_guard(lambda: build(StudyConfig, values)))
 
 
 model_app = typer.Typer(no_args_is_help=True, help="Build models: shrink a model to a subset of its layers.")
