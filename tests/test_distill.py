@@ -193,7 +193,8 @@ def test_distill_command_is_a_study_with_and_without_kd(tiny_teacher, tmp_path):
     out = tmp_path / "distilled"
     result = CliRunner().invoke(app, ["distill", "--teacher", str(teacher), "--student", "tiny-bert", "--lr", "1e-3",
                                       "--batch-size", "16", "--seeds", "3", "--out", str(out), "-s",
-                                      "train.max_steps=2", "-s", "train.threads=1", "-s", "train.bf16=false"])
+                                      "train.max_steps=2", "-s", "train.threads=1", "-s", "train.bf16=false",
+                                      "-s", "report=false"])
     assert result.exit_code == 0, result.output
     study = yaml.safe_load((out / "config.yaml").read_text())
     assert study["data"] == to_dict(load_run(teacher / "config.yaml").data)  # the teacher's data and splits
