@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write distillation results (`sendit distill` output directories) as one markdown file.
+"""Write distillation results (distillation study directories: `sendit distill` or
+configs/distill_minilm.yaml) as one markdown file.
 
 Per task: the teacher, then each student method without and with KD (mean ± std over seeds), the
 paired KD gain (with KD minus without, seed by seed, same data), parameters, size on disk, and
@@ -43,13 +44,12 @@ def task_rows(directories: list[Path], measure: bool) -> tuple[list[str], dict]:
 
     summaries = [pd.read_csv(d / "distill_summary.csv") for d in directories]
     results = pd.concat([pd.read_csv(d / "results.csv").assign(directory=str(d)) for d in directories])
-    teacher_dir = Path(load_run(directories[0] / "config.yaml").distill.teacher)
+    student_runs = {}  # method label -> its first run
+    for row in results.itertuples():
+        student_runs.setdefault(row.method, Path(row.directory) / "runs" / row.run_id)
+    kd_run = next(run for label, run in student_runs.items() if label.endswith("+kd"))
+    teacher_dir = Path(load_run(kd_run / "config.yaml").distill.teacher)  # as resolved for the study
     teacher = summaries[0].iloc[0]
-    student_runs = {}
-    for directory in directories:
-        for run_dir in sorted((directory / "runs").iterdir()):
-            label = run_dir.name.rsplit("-seed", 1)[0]
-            student_runs.setdefault(label, run_dir)
     speed = {}
     if measure:
         cfg = load_run(teacher_dir / "config.yaml")

@@ -1,9 +1,17 @@
-"""Distillation: the teacher-logit cache and its keys, shrunk students (the KD loss itself: test_trainer_behaviour)."""
+"""Distillation: the teacher-logit cache and its keys, shrunk students, distillation as a study
+(the KD loss itself: test_trainer_behaviour)."""
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import tiny_data, tiny_run
+from typer.testing import CliRunner
 
-from sendit.config import DistillConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+from sendit.cli import app
+from sendit.config import DistillConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, load_run, to_dict
 from sendit.artifacts import load
 from sendit.distill import loss_for, teacher_logits
 from sendit.run import execute
@@ -95,8 +103,6 @@ def _save_tiny(tmp_path):
 @pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning"])
 def test_merged_student_computes_the_same_function(tmp_path, method):
     """Inference speed is measured on the deployed form: the adapter folded into the weights."""
-    from conftest import tiny_data, tiny_run
-
     from sendit.distill import merged
 
     run = tiny_run(tmp_path / method, tiny_data(tmp_path), method=method)
@@ -108,3 +114,92 @@ def test_merged_student_computes_the_same_function(tmp_path, method):
         after = folded(**batch).logits
     assert (type(folded) is type(model)) == (method == "prompt_tuning")  # prompt tuning cannot fold
     torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+
+
+@pytest.fixture
+def tiny_teacher(tmp_path, monkeypatch):
+    """A full fine-tuning teacher on 400 synthetic tweets, and that data."""
+    monkeypatch.setenv("SENDIT_CACHE", str(tmp_path / "cache"))
+    data = tiny_data(tmp_path)
+    return data, tiny_run(tmp_path / "teacher", data, method="full", lr=1e-3)
+
+
+def distillation_yaml(tmp_path, data, teacher):
+    """configs/distill_minilm.yaml in small: one method with and without KD, two seeds."""
+    arm = {"name": "full", "lr": 1e-3}
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "kd", "output_dir": str(tmp_path / "runs"), "data": to_dict(data),
+        "model": {"name": "tiny-bert", "max_length": 32},
+        "train": {"max_steps": 3, "batch_size": 16, "bf16": False, "threads": 1},
+        "methods": [arm, {**arm, "label": "full+kd", "distill": {"teacher": str(teacher), "alpha": 0.5}}],
+        "seeds": [1, 2]}))
+    return path
+
+
+def test_a_distillation_study_runs_resumes_and_compares_its_arms(tiny_teacher, tmp_path):
+    data, teacher = tiny_teacher
+    config = distillation_yaml(tmp_path, data, teacher)
+    first = CliRunner().invoke(app, ["study", str(config)])
+    assert first.exit_code == 0, first.output
+    directory = tmp_path / "runs" / "kd"
+    results = pd.read_csv(directory / "results.csv")
+    assert results.groupby("method").seed.apply(sorted).to_dict() == {"full": [1, 2], "full+kd": [1, 2]}
+    summary = pd.read_csv(directory / "summary.csv")
+    assert summary.method.tolist() == ["full", "full+kd"] and (summary.n_seeds == 2).all()
+    assert pd.read_csv(directory / "pairwise.csv")[["method_a", "method_b"]].values.tolist() == [["full", "full+kd"]]
+    for seed in (1, 2):  # the same seed and data, another loss: KD reached the study's runs
+        plain, kd = (directory / "runs" / f"{arm}-lr0.001-bs16-ep1-seed{seed}" for arm in ("full", "full+kd"))
+        assert load_run(plain / "config.yaml").distill is None
+        assert load_run(kd / "config.yaml").distill == DistillConfig(teacher=str(teacher), alpha=0.5)
+        losses = [pd.read_csv(run / "epoch_log.csv").train_loss.iloc[0] for run in (plain, kd)]
+        assert losses[0] != pytest.approx(losses[1])
+    beside = pd.read_csv(directory / "distill_summary.csv")
+    assert beside.model.tolist() == ["teacher (tiny-bert)", "full (tiny-bert)", "full+kd (tiny-bert)"]
+    assert beside.test_accuracy_mean[0] == json.loads((teacher / "metrics.json").read_text())["row"]["test_accuracy"]
+    assert beside.test_accuracy_mean[1:].tolist() == pytest.approx(summary.test_accuracy_mean.tolist())
+
+    finished = {path: path.stat().st_mtime_ns for path in directory.glob("runs/*/metrics.json")}
+    again = CliRunner().invoke(app, ["study", str(config)])
+    assert again.exit_code == 0 and "4 runs, 4 already done" in again.output, again.output
+    assert {path: path.stat().st_mtime_ns for path in directory.glob("runs/*/metrics.json")} == finished
+
+
+def test_a_teacher_trained_on_other_data_or_missing_is_refused_before_any_work(tiny_teacher, tmp_path):
+    data, teacher = tiny_teacher
+    config = distillation_yaml(tmp_path, data, teacher)
+    out = CliRunner().invoke(app, ["study", str(config), "-s", "data.sample=300"])
+    assert out.exit_code == 2
+    assert "methods[1] (full+kd).distill.teacher" in out.output and "data.sample: 300 here, None there" in out.output
+    out = CliRunner().invoke(app, ["study", str(distillation_yaml(tmp_path, data, tmp_path / "none"))])
+    assert out.exit_code == 2 and "neither a finished run" in out.output
+    assert not (tmp_path / "runs" / "kd" / "runs").exists()
+
+
+def test_a_study_as_teacher_means_its_best_run_on_validation(tmp_path):
+    """Selection as for a study's report: validation F1 only (here test accuracy would pick `full`)."""
+    from sendit import distill
+
+    for run_id, method, val, test in (("lora-seed1", "lora", 0.90, 0.70), ("full-seed1", "full", 0.80, 0.95)):
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        row = {"method": method, "seed": 1, "best_val_f1": val, "test_accuracy": test, "test_f1_macro": test}
+        (tmp_path / "runs" / run_id / "metrics.json").write_text(json.dumps({"row": row}))
+    assert distill.teacher_run(tmp_path) == tmp_path / "runs" / "lora-seed1"
+    assert distill.teacher_run(tmp_path / "runs" / "full-seed1") == tmp_path / "runs" / "full-seed1"
+
+
+def test_distill_command_is_a_study_with_and_without_kd(tiny_teacher, tmp_path):
+    _, teacher = tiny_teacher
+    out = tmp_path / "distilled"
+    result = CliRunner().invoke(app, ["distill", "--teacher", str(teacher), "--student", "tiny-bert", "--lr", "1e-3",
+                                      "--batch-size", "16", "--seeds", "3", "--out", str(out), "-s",
+                                      "train.max_steps=2", "-s", "train.threads=1", "-s", "train.bf16=false",
+                                      "-s", "report=false"])
+    assert result.exit_code == 0, result.output
+    study = yaml.safe_load((out / "config.yaml").read_text())
+    assert study["data"] == to_dict(load_run(teacher / "config.yaml").data)  # the teacher's data and splits
+    assert [(m["label"], m["distill"] and m["distill"]["teacher"]) for m in study["methods"]] == [
+        ("full", None), ("full+kd", str(teacher))]
+    assert pd.read_csv(out / "results.csv").run_id.tolist() == ["full-lr0.001-bs16-ep1-seed3",
+                                                                "full+kd-lr0.001-bs16-ep1-seed3"]
+    assert "distillation: test set" in result.output and (out / "distill_summary.csv").is_file()

@@ -286,3 +286,29 @@ def test_report_footer_says_what_made_the_runs(lora_study):
                "accelerate 1.15.0, Python 3.11.7, on Test CPU 9000, 2 torch threads.")
     assert f'<footer class="meta">{made_by}</footer>' in (directory / "report.html").read_text()
     assert made_by in (directory / "report.md").read_text()
+
+
+def test_report_reads_summary_and_pairwise_and_rewrites_them_when_out_of_date(tmp_path):
+    """The numbers come from the study's statistics files; missing or covering other runs than
+    results.csv (an older or interrupted study), they are written first."""
+    directory = build_study(tmp_path, "lora_wins", LORA_WINS)
+    assert not (directory / "summary.csv").exists()
+    assert analyse(load_study(directory)).summary.loc["lora", "n"] == 1  # written on the way
+    summary = pd.read_csv(directory / "summary.csv")
+    summary.loc[summary.method == "lora", "test_accuracy_mean"] = 0.1234
+    summary.to_csv(directory / "summary.csv", index=False)
+    pairs = pd.read_csv(directory / "pairwise.csv")
+    pairs.loc[(pairs.method_a == "lora") & (pairs.method_b == "full"), "p_value"] = 1e-9
+    pairs.to_csv(directory / "pairwise.csv", index=False)
+    report = analyse(load_study(directory))
+    assert report.summary.loc["lora", "test_accuracy"] == 0.1234
+    lora_full = report.pairs[(report.pairs.method_a == "lora") & (report.pairs.method_b == "full")]
+    assert lora_full["significant"].tolist() == [True]
+
+    write_run(directory / "runs" / "lora-lr0.002-bs32-seed1", "lora", 2e-3, 32, 1, LORA_WINS["lora"],
+              *(pd.read_csv(directory / "runs" / "lora-lr0.001-bs32-seed1" / "predictions.csv")[c] for c in
+                ("label", "text")), np.ones(N_TEST, bool), np.random.default_rng(1), False, 3200)
+    write_results(directory)  # a run the statistics do not cover yet: perfect on test, best on validation
+    report = analyse(load_study(directory))
+    assert report.summary.loc["lora", "test_accuracy"] == 1.0
+    assert "lora-lr0.002-bs32-seed1" in json.loads((directory / "statistics.json").read_text())["runs"]

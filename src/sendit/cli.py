@@ -13,6 +13,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+# Option defaults are read from these dataclasses (a field's class attribute is its default): one source.
+from sendit.config import DataConfig, DistillConfig, MethodConfig, ModelConfig, TrainConfig
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # hub ids still work where a cache has them
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -84,6 +87,11 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
         return
     if ray and workers > 1:
         _fail("--workers and --ray exclude each other: on Ray, set the CPUs per run with -s train.threads=N")
+    _run_and_print(cfg, workers, ray)
+
+
+def _run_and_print(cfg, workers: int = 1, ray: Optional[str] = None) -> None:
+    """Run a study; print its results, statistics and, for a distillation study, students vs teacher."""
     _quiet()
     from sendit.study import run_study
     from sendit.table import COST, per_class_table, results_table
@@ -93,8 +101,21 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
     console.print(results_table(results, f"{cfg.name}: cost of each method's best run", COST))
     console.print(per_class_table(results, _label_names(cfg.directory)))
     _print_statistics(cfg.directory)
+    if any(method.distill for method in cfg.methods):
+        _print_distillation(cfg.directory / "distill_summary.csv")
     console.print(f"results: {cfg.directory / 'results.csv'}, statistics: {cfg.directory / 'summary.csv'}, "
                   f"{cfg.directory / 'pairwise.csv'}")
+
+
+def _print_distillation(path: Path) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    summary = pd.read_csv(path)
+    table = Table(*summary.columns, title="distillation: test set (mean, std over seeds), size and speed")
+    for row in summary.itertuples(index=False):
+        table.add_row(*(f"{v:,.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
 
 
 def _print_statistics(directory: Path) -> None:
@@ -127,14 +148,14 @@ def _label_names(directory: Path) -> list[str]:
 
 
 @app.command()
-def train(dataset: str = typer.Option("sentiment140", help="Registry name (sentiment140, csv, jsonl, ...)"),
-          data_path: Optional[str] = typer.Option(None, help="File or folder of the data"),
-          model: str = typer.Option("minilm", help="Alias, local directory or hub id"),
-          method: str = typer.Option("lora", help="See `sendit methods`"),
-          lr: Optional[float] = typer.Option(None, help="Default: the method's own"),
-          epochs: float = typer.Option(1.0), batch_size: int = typer.Option(32),
-          max_length: int = typer.Option(64), sample: Optional[int] = typer.Option(None),
-          seed: int = typer.Option(42), out: Path = typer.Option(Path("runs/train"), help="Run directory"),
+def train(dataset: str = typer.Option(DataConfig.dataset, help="Registry name (sentiment140, csv, jsonl, ...)"),
+          data_path: Optional[str] = typer.Option(DataConfig.path, help="File or folder of the data"),
+          model: str = typer.Option(ModelConfig.name, help="Alias, local directory or hub id"),
+          method: str = typer.Option(MethodConfig.name, help="See `sendit methods`"),
+          lr: Optional[float] = typer.Option(MethodConfig.lr, help="Default: the method's own"),
+          epochs: float = typer.Option(TrainConfig.epochs), batch_size: int = typer.Option(TrainConfig.batch_size),
+          max_length: int = typer.Option(ModelConfig.max_length), sample: Optional[int] = typer.Option(DataConfig.sample),
+          seed: int = typer.Option(TrainConfig.seed), out: Path = typer.Option(Path("runs/train"), help="Run directory"),
           overrides: Optional[list[str]] = SetOption):
     """Train one run and evaluate it on the test split."""
     _quiet()
@@ -161,36 +182,37 @@ def train(dataset: str = typer.Option("sentiment140", help="Registry name (senti
 
 
 @app.command()
-def distill(teacher: Path = typer.Option(..., help="The teacher's run directory (any method)"),
+def distill(teacher: Path = typer.Option(..., help="The teacher's run directory (any method), or a study "
+                                                   "directory: its best run on validation F1"),
             student: str = typer.Option("minilm-l3", help="Student model: alias (minilm-l3), directory or hub id"),
             method: str = typer.Option("full", help="The student's method (any of `sendit methods`)"),
-            lr: Optional[float] = typer.Option(None), epochs: float = typer.Option(1.0),
-            batch_size: int = typer.Option(32),
-            temperature: float = typer.Option(2.0, "--temperature", "-T", help="Softmax temperature T"),
-            alpha: float = typer.Option(0.5, help="Weight of the soft-target term"),
+            lr: Optional[float] = typer.Option(MethodConfig.lr), epochs: float = typer.Option(TrainConfig.epochs),
+            batch_size: int = typer.Option(TrainConfig.batch_size),
+            temperature: float = typer.Option(DistillConfig.temperature, "--temperature", "-T",
+                                              help="Softmax temperature T"),
+            alpha: float = typer.Option(DistillConfig.alpha, help="Weight of the soft-target term"),
             seeds: str = typer.Option("42", help="Comma-separated seeds, e.g. 1,2,3"),
-            out: Path = typer.Option(Path("runs/distill"), help="Output directory"),
+            out: Path = typer.Option(Path("runs/distill"), help="Output directory (the study's)"),
             overrides: Optional[list[str]] = SetOption):
-    """Distil a trained run into a smaller student; compare with and without KD on the same seeds."""
-    _quiet()
-    from sendit.config import DistillConfig, MethodConfig, TrainConfig, apply_overrides, build
-    from sendit.distill import run_distillation
+    """Distil a trained run into a smaller student: a study of the method with and without KD on the
+    same seeds and the teacher's data (the shape of configs/distill_minilm.yaml; resumable)."""
+    from sendit.config import StudyConfig, apply_overrides, build, load_run, to_dict
+    from sendit.distill import teacher_run
 
-    values = apply_overrides({"method": {"name": method, "lr": lr},
-                              "train": {"epochs": epochs, "batch_size": batch_size}}, overrides or [])
-    method_cfg = _guard(lambda: build(MethodConfig, values["method"], "method"))
-    train_cfg = _guard(lambda: build(TrainConfig, values["train"], "train"))
-    kd = DistillConfig(teacher=str(teacher), temperature=temperature, alpha=alpha)
-    seed_list = [int(s) for s in seeds.split(",")]
-    summary = _guard(lambda: run_distillation(teacher, student, method_cfg, train_cfg, seed_list, out, kd=kd,
-                                              console=console))
-    from rich.table import Table
-
-    table = Table(*summary.columns, title="distillation: test set (mean, std over seeds)")
-    for row in summary.itertuples(index=False):
-        table.add_row(*(f"{v:,.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
-    console.print(f"results: {out / 'distill_summary.csv'}")
+    try:
+        seed_list = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: comma-separated whole numbers, e.g. 1,2,3")
+    teacher_cfg = _guard(lambda: load_run(teacher_run(teacher) / "config.yaml"))
+    arm = {"name": method, "lr": lr}
+    kd = {"teacher": str(teacher), "temperature": temperature, "alpha": alpha}
+    values = apply_overrides({
+        "name": out.name, "output_dir": str(out.parent), "data": to_dict(teacher_cfg.data),
+        "model": {"name": student, "max_length": teacher_cfg.model.max_length},
+        "train": {"epochs": epochs, "batch_size": batch_size},
+        "methods": [{**arm, "label": method}, {**arm, "label": f"{method}+kd", "distill": kd}],
+        "seeds": seed_list}, overrides or [])
+    _run_and_print(_guard(lambda: build(StudyConfig, values)))
 
 
 model_app = typer.Typer(no_args_is_help=True, help="Build models: shrink a model to a subset of its layers.")
@@ -336,13 +358,12 @@ def serve(runs: list[str] = typer.Argument(..., help="Run directories, or NAME=D
 
 
 @app.command()
-def methods(model: str = typer.Option("minilm", help="Count trainable parameters on this model"),
+def methods(model: str = typer.Option(ModelConfig.name, help="Count trainable parameters on this model"),
             num_labels: int = typer.Option(2)):
     """List every method with its trainable parameter count on a model."""
     _quiet()
     from rich.table import Table
 
-    from sendit.config import MethodConfig
     from sendit.methods import METHODS, get_method
     from sendit.methods.base import options_help
     from sendit.models import count_parameters, load_model
@@ -361,8 +382,8 @@ def methods(model: str = typer.Option("minilm", help="Count trainable parameters
 
 
 @app.command()
-def doctor(model: str = typer.Option("minilm", help="Decide the precision for this model"),
-           batch_size: int = typer.Option(32, min=1, help="Rows of the timed batch"),
+def doctor(model: str = typer.Option(ModelConfig.name, help="Decide the precision for this model"),
+           batch_size: int = typer.Option(TrainConfig.batch_size, min=1, help="Rows of the timed batch"),
            length: int = typer.Option(24, min=1, help="Tokens per row of the timed batch (a tweet: ~24 minilm tokens)"),
            method: str = typer.Option("full", help="Method whose training step is timed (see `sendit methods`)")):
     """This machine: devices, CPU, threads, matmul peaks, library versions, and the precision `auto`
@@ -370,7 +391,6 @@ def doctor(model: str = typer.Option("minilm", help="Decide the precision for th
     _quiet()
     from rich.table import Table
 
-    from sendit.config import MethodConfig
     from sendit.hardware import inference_precision, machine_facts, resolve_device, synthetic_batch, training_precision
     from sendit.methods import get_method
     from sendit.models import load_model
@@ -413,12 +433,12 @@ def report(study_dir: Path = typer.Argument(..., help="A study directory, e.g. r
 
 @data_app.command("prepare")
 def data_prepare(name: str = typer.Argument(..., help="Registry name"),
-                 path: Optional[str] = typer.Option(None, help="File or folder (default: under ./data)"),
-                 sample: Optional[int] = typer.Option(None, help="Stratified downsample to N"),
-                 split: str = typer.Option("80/10/10", help="train/val/test percentages"),
-                 seed: int = typer.Option(42), out: Path = typer.Option(Path("data/prepared"), "-o", "--out")):
+                 path: Optional[str] = typer.Option(DataConfig.path, help="File or folder (default: under ./data)"),
+                 sample: Optional[int] = typer.Option(DataConfig.sample, help="Stratified downsample to N"),
+                 split: str = typer.Option("/".join(f"{100 * f:g}" for f in DataConfig().split),
+                                           help="train/val/test percentages"),
+                 seed: int = typer.Option(DataConfig.seed), out: Path = typer.Option(Path("data/prepared"), "-o", "--out")):
     """Clean, sample and split a dataset; write train/val/test CSVs (text,label)."""
-    from sendit.config import DataConfig
     from sendit.data import prepare
     from sendit.io import atomic_write_csv
 
@@ -452,11 +472,10 @@ def data_download(name: str = typer.Argument(..., help="Dataset to fetch from it
 
 @data_app.command("info")
 def data_info(name: str = typer.Argument(..., help="Registry name"),
-              path: Optional[str] = typer.Option(None, help="File or folder (default: under ./data)")):
+              path: Optional[str] = typer.Option(DataConfig.path, help="File or folder (default: under ./data)")):
     """Print each split's row count and label distribution."""
     from rich.table import Table
 
-    from sendit.config import DataConfig
     from sendit.data import dataset_splits
 
     frames, label_names, stats = _guard(lambda: dataset_splits(DataConfig(dataset=name, path=path)))

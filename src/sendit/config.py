@@ -147,12 +147,26 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation (Hinton et al. 2015) from a trained run into this run's model."""
+
+    # The teacher's run directory (any method), or in a study also a study directory: its best run on
+    # validation macro-F1. The teacher must have been trained on the same data (its splits).
+    teacher: str = ""
+    temperature: float = 2.0  # T: softens both distributions; the KL term is scaled by T^2
+    alpha: float = 0.5  # weight of the soft (KL) term; 1 - alpha weighs cross-entropy on the labels
+
+
+@dataclass
 class StudyMethodConfig(MethodConfig):
     """A method of a study and the grid its runs cover: one configuration per combination of values."""
 
     # key -> values, e.g. {lr: [5e-4, 1e-3], batch_size: [8, 16], r: [8, 16]}. A key is `lr`, a train
     # field (batch_size, epochs, ... but not seed) or an option of the method (lora: r, alpha, ...).
     grid: dict[str, Any] = field(default_factory=dict)
+    # With it, this method's runs learn from the teacher's soft targets too: list the method twice, with
+    # and without (another `label`), for the KD arm and its control on the same seeds.
+    distill: DistillConfig | None = None
 
 
 @dataclass
@@ -182,15 +196,6 @@ class StudyConfig:
     @property
     def directory(self) -> Path:
         return Path(self.output_dir) / self.name
-
-
-@dataclass
-class DistillConfig:
-    """Knowledge distillation (Hinton et al. 2015) from a trained run into this run's model."""
-
-    teacher: str = ""  # the teacher's run directory (any method)
-    temperature: float = 2.0  # T: softens both distributions; the KL term is scaled by T^2
-    alpha: float = 0.5  # weight of the soft (KL) term; 1 - alpha weighs cross-entropy on the labels
 
 
 @dataclass

@@ -1,5 +1,9 @@
 """Knowledge distillation: the teacher's logits computed once, cached on disk, mixed into the loss.
 
+A distilled method is a study variant (a method entry with `distill:`, configs/distill_minilm.yaml):
+planned, run, resumed and summarised like any other; `loss_for` gives a run its loss, and
+`compare_with_teachers` sets the students beside their teacher (accuracy, size, inference speed).
+
 SEND-IT ran its teacher inside every training step; here the teacher labels the training set once
 (bf16, length-sorted batches) and every student run reuses the cached logits. The cache key covers
 the teacher's weights and config, the exact training texts and the teacher's tokenizer, so a change
@@ -7,17 +11,19 @@ of any of them computes fresh logits.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from sendit.artifacts import Predictor
-from sendit.config import DistillConfig, RunConfig
-from sendit.io import atomic_write
+from sendit.artifacts import METRICS_FILE, Predictor
+from sendit.config import ConfigError, DataConfig, DistillConfig, RunConfig, StudyConfig, load_run
+from sendit.io import atomic_write, atomic_write_csv
 from sendit.models import cache_dir
 
 
@@ -86,13 +92,11 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     """Forward-pass examples/s of a saved run in bf16 on length-sorted batches (tokenising excluded),
     in its deployed form: a LoRA/DoRA/IA3 adapter folded into the weights (same function, no extra
     matmuls); parameters counted before folding."""
-    from dataclasses import replace
-
     from sendit.models import count_parameters
 
     predictor = Predictor.from_run(run_dir)
     _, total = count_parameters(predictor.model)
-    predictor = replace(predictor, model=merged(predictor.model))
+    predictor = dataclasses.replace(predictor, model=merged(predictor.model))
     encoded = predictor.encode(texts)
     predictor.logits(encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, "bf16")  # warm-up
     _, seconds = predictor.logits(encoded, batch_size, "bf16")
@@ -107,71 +111,70 @@ def merged(model):
         return model
 
 
-def run_distillation(teacher: Path, student: str, method, train, seeds: list[int], out: Path, data=None,
-                     kd: DistillConfig | None = None, console=None) -> "pd.DataFrame":
-    """Students with and without KD (same seeds, same data) beside their teacher; returns the summary."""
-    import pandas as pd
-    from dataclasses import replace
+def teacher_run(path: str | Path) -> Path:
+    """A run directory as it is; a study directory: its best run on validation macro-F1 (each method's
+    selected configuration, then the best of those; test metrics are not consulted)."""
+    from sendit.results import collect, select
 
-    from sendit.config import ModelConfig, load_run, save_yaml
-    from sendit.data import prepare
-    from sendit.run import execute
-    from sendit.results import is_done, write_results
-
-    teacher_cfg = load_run(teacher / "config.yaml")
-    kd = replace(kd or DistillConfig(), teacher=str(teacher))
-    data = data or teacher_cfg.data
-    splits = prepare(data)
-    model = ModelConfig(name=student, max_length=teacher_cfg.model.max_length)
-    label = method.label or method.name
-    for seed in seeds:
-        for variant, distill in ((f"{label}", None), (f"{label}+kd", kd)):
-            run_dir = out / "runs" / f"{variant}-seed{seed}"
-            if is_done(run_dir):
-                continue
-            cfg = RunConfig(data=data, model=model, method=replace(method, label=variant),
-                            train=replace(train, seed=seed), distill=distill)
-            row = execute(cfg, run_dir, splits, make_loss=loss_for(cfg, splits))
-            if console:
-                console.print(f"  {run_dir.name}: test acc {row['test_accuracy']:.4f}, F1 {row['test_f1_macro']:.4f}")
-    results = write_results(out)
-    texts = splits.test["text"].tolist()
-    teacher_eval = _evaluate_teacher(teacher, splits)
-    speed = {"teacher": measure_inference(teacher, texts, train.eval_batch_size)}
-    speed["student"] = measure_inference(next((out / "runs").glob(f"{label}+kd-seed*")), texts, train.eval_batch_size)
-    summary = summarise(results, teacher_eval, speed, teacher, out)
-    save_yaml(RunConfig(data=data, model=model, method=method, train=train, distill=kd), out / "config.yaml")
-    return summary
+    path = Path(path)
+    if (path / METRICS_FILE).is_file():
+        return path
+    if not (path / "runs").is_dir():
+        raise ConfigError(f"{path}: neither a finished run (no {METRICS_FILE}) nor a study directory (no runs/)")
+    chosen = select(collect(path))
+    if chosen.empty:
+        raise ConfigError(f"{path}: a study without finished runs, no teacher yet")
+    return path / "runs" / chosen.loc[chosen["best_val_f1"].idxmax(), "run_id"]
 
 
-def _evaluate_teacher(teacher: Path, splits) -> dict:
-    from sendit.evaluate import classification_metrics
+def resolve_teachers(cfg: StudyConfig) -> StudyConfig:
+    """`cfg` with each distilled method's teacher resolved to a run directory, checked to have been
+    trained on the study's data: a teacher that saw other splits may have seen the student's test set."""
+    methods = []
+    for index, method in enumerate(cfg.methods):
+        if method.distill is not None:
+            where = f"methods[{index}] ({method.label or method.name}).distill.teacher"
+            try:
+                run = teacher_run(method.distill.teacher)
+                theirs = load_run(run / "config.yaml").data
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+            differ = [f.name for f in dataclasses.fields(DataConfig) if f.name != "label_names"
+                      and getattr(theirs, f.name) != getattr(cfg.data, f.name)]
+            if differ:
+                raise ConfigError(f"{where}: {run} was trained on other data ("
+                                  + "; ".join(f"data.{k}: {getattr(cfg.data, k)!r} here, {getattr(theirs, k)!r} there"
+                                              for k in differ)
+                                  + "): give the study the teacher's data block")
+            method = dataclasses.replace(method, distill=dataclasses.replace(method.distill, teacher=str(run)))
+        methods.append(method)
+    return dataclasses.replace(cfg, methods=methods)
 
-    predictor = Predictor.from_run(teacher)
-    encoded = predictor.encode(splits.test["text"].tolist(), splits.test["label"].to_numpy())
-    logits, _ = predictor.logits(encoded)
-    return classification_metrics(encoded.labels, logits.argmax(-1), predictor.label_names)
 
+def compare_with_teachers(directory: Path, cfg: StudyConfig) -> pd.DataFrame:
+    """distill_summary.csv: each teacher, then each method's selected configuration as summary.csv has
+    it (mean, std over seeds), with parameters, size and inference speed; speed-up over the first teacher."""
+    teachers = list(dict.fromkeys(Path(m.distill.teacher) for m in cfg.methods if m.distill is not None))
+    texts = pd.read_csv(teachers[0] / "predictions.csv", keep_default_na=False)["text"].tolist()  # the test set
 
-def summarise(results, teacher_eval: dict, speed: dict, teacher: Path, out: Path):
-    """One table: teacher vs student without and with KD (mean, std over seeds), speed and size."""
-    import pandas as pd
+    def entry(run_dir: Path, name: str, **scores) -> dict:
+        speed = measure_inference(run_dir, texts, cfg.train.eval_batch_size)
+        return {"model": f"{name} ({speed['model']})", **scores, "params": speed["params"],
+                "inference_examples_per_s_bf16": speed["inference_examples_per_s_bf16"]}
 
-    from sendit.io import atomic_write_csv
-    from sendit.measure import file_mb
-
-    rows = [{"model": f"teacher ({speed['teacher']['model']})", "seeds": 1,
-             "test_accuracy_mean": teacher_eval["accuracy"], "test_accuracy_std": 0.0,
-             "test_f1_macro_mean": teacher_eval["f1_macro"], "test_f1_macro_std": 0.0,
-             "params": speed["teacher"]["params"], "size_mb": file_mb(teacher / "adapter.safetensors"),
-             "inference_examples_per_s_bf16": speed["teacher"]["inference_examples_per_s_bf16"]}]
-    for method, group in results.groupby("method", sort=False):
-        rows.append({"model": f"{method} ({speed['student']['model']})", "seeds": len(group),
-                     "test_accuracy_mean": group.test_accuracy.mean(), "test_accuracy_std": group.test_accuracy.std(ddof=1),
-                     "test_f1_macro_mean": group.test_f1_macro.mean(), "test_f1_macro_std": group.test_f1_macro.std(ddof=1),
-                     "params": speed["student"]["params"], "size_mb": group.adapter_mb.mean(),
-                     "inference_examples_per_s_bf16": speed["student"]["inference_examples_per_s_bf16"]})
+    rows = []
+    for teacher in teachers:
+        metrics = json.loads((teacher / METRICS_FILE).read_text())
+        row = metrics["row"]
+        rows.append(entry(teacher, "teacher", train_size=metrics["data_stats"]["split_sizes"]["train"], seeds=1,
+                          test_accuracy_mean=row["test_accuracy"], test_accuracy_std=0.0,
+                          test_f1_macro_mean=row["test_f1_macro"], test_f1_macro_std=0.0, size_mb=row["adapter_mb"]))
+    for student in pd.read_csv(directory / "summary.csv").itertuples():
+        rows.append(entry(directory / "runs" / student.best_run, student.method, train_size=student.train_size,
+                          seeds=student.n_seeds, test_accuracy_mean=student.test_accuracy_mean,
+                          test_accuracy_std=student.test_accuracy_std, test_f1_macro_mean=student.test_f1_macro_mean,
+                          test_f1_macro_std=student.test_f1_macro_std, size_mb=student.adapter_mb_mean))
     summary = pd.DataFrame(rows)
     summary["speedup_vs_teacher"] = summary.inference_examples_per_s_bf16 / rows[0]["inference_examples_per_s_bf16"]
-    atomic_write_csv(out / "distill_summary.csv", summary)
+    atomic_write_csv(directory / "distill_summary.csv", summary)
     return summary

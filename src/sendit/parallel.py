@@ -35,11 +35,12 @@ def execute_runs(todo: list[PlannedRun], runs_dir: Path, data: StudyData, consol
 def run_one(planned: PlannedRun, run_dir: Path, data: StudyData, progress=None) -> dict:
     """Train and evaluate one run. Its directory is made first: if the study is killed, what is left
     is a directory without metrics.json, which the next invocation deletes and redoes."""
+    from sendit.distill import loss_for
     from sendit.run import execute
 
     splits, encoded = data.for_size(planned.size)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return execute(planned.config, run_dir, splits, encoded, progress)
+    return execute(planned.config, run_dir, splits, encoded, progress, make_loss=loss_for(planned.config, splits))
 
 
 def available_cores() -> int:

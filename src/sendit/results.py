@@ -26,6 +26,10 @@ NOTEBOOK_COLUMNS = ["lr", "batch_size", "best_val_f1", "val_accuracy", "runtime_
 SEED_PART = re.compile(r"-seed-?\d+(?=-|$)")  # the seed's part of a run id
 N_BOOT = 2000
 ALPHA = 0.05
+# Summarised per method and size over the seeds of the selected configuration (summary.csv: mean, std).
+METRICS = ["test_accuracy", "test_f1_macro", "test_f1_weighted", "test_recall_macro", "best_val_f1",
+           "runtime_sec", "peak_memory_mb", "trainable_params", "f1_per_m_params",
+           "inference_examples_per_s", "adapter_mb"]
 
 
 def config_id(run_id: str) -> str:
@@ -119,7 +123,10 @@ def write_results(directory: Path, run_ids: list[str] | None = None) -> pd.DataF
 # -- statistics -----------------------------------------------------------------------------------
 
 def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
-    """statistics.json, summary.csv (per method and size) and pairwise.csv (McNemar per method pair)."""
+    """statistics.json, summary.csv (per method and size) and pairwise.csv (McNemar per method pair).
+
+    statistics.json names the runs they cover, so a reader can tell when they are out of date.
+    """
     from sendit.stats import bootstrap_ci, mean_std
 
     configurations = []
@@ -137,10 +144,11 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
         labels, predictions = _predictions(directory, runs["run_id"])
         row = {"method": best["method"], "train_size": best["train_size"], "config_id": best["config_id"],
                "lr": best["lr"], "batch_size": best["batch_size"], "epochs": best["epochs"],
-               "seeds": " ".join(map(str, runs["seed"])), "n_seeds": len(runs), "best_run": best["run_id"],
-               "best_val_f1_mean": runs["best_val_f1"].mean()}
+               "seeds": " ".join(map(str, runs["seed"])), "n_seeds": len(runs), "best_run": best["run_id"]}
+        for metric in [m for m in METRICS if m in runs]:
+            measured = runs[metric].dropna()  # e.g. f1_per_m_params: none for a baseline that trains nothing
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(measured) if len(measured) else (None, None)
         for metric, column in (("accuracy", "test_accuracy"), ("f1_macro", "test_f1_macro")):
-            row[f"{column}_mean"], row[f"{column}_std"] = mean_std(runs[column])
             ci = bootstrap_ci(labels, predictions, metric, n_boot=N_BOOT, alpha=ALPHA,
                               num_classes=_num_classes(directory, best["run_id"]))
             row[f"{column}_ci_low"], row[f"{column}_ci_high"] = ci.low, ci.high
@@ -154,7 +162,7 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
                      f"mean over the chosen configuration's seeds (every seed sees the same resample)",
         "mcnemar": "two-sided; exact binomial below 25 discordant pairs (statistic: the smaller count), else "
                    "chi-square with continuity correction; between the best runs, on the same test set",
-        "alpha": ALPHA, "configurations": configurations, "methods": summary, "pairs": pairs.to_dict("records"),
+        "alpha": ALPHA, "runs": sorted(results["run_id"]), "configurations": configurations, "methods": summary, "pairs": pairs.to_dict("records"),
     }
     atomic_write_json(directory / "statistics.json", statistics)
     atomic_write_csv(directory / "summary.csv", pd.DataFrame(summary))

@@ -5,7 +5,9 @@ them, `sendit.results` writes the results and statistics, `sendit.report` the re
 
 The order of work: run the grid; choose each method's best configuration (per size) on validation
 macro-F1 only; re-run it on the `reseed_best` seeds; then summarise over seeds, with bootstrap
-intervals and McNemar verdicts (`statistics.json`, `summary.csv`, `pairwise.csv`).
+intervals and McNemar verdicts (`statistics.json`, `summary.csv`, `pairwise.csv`). A method with a
+`distill:` teacher trains on its soft targets too (`sendit.distill`); such a study also sets its
+students beside the teacher (`distill_summary.csv`).
 
 The data is prepared and tokenised once and shared by every run; a training-set size is a
 stratified subset of it. Each finished run leaves a `metrics.json`, written last; a re-run of the
@@ -29,10 +31,12 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
     """Run every planned run not yet done (grid, then the best configurations' re-runs); return the results."""
     from rich.console import Console
 
+    from sendit.distill import compare_with_teachers, resolve_teachers
     from sendit.parallel import import_ray
 
     if ray_address:
         import_ray()  # fail before any work if it is missing
+    cfg = resolve_teachers(cfg)  # before any work too: a missing teacher or one trained on other data
     grid = plan(cfg)
     console = console or Console()
     directory = cfg.directory
@@ -59,6 +63,8 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
         from sendit.report import write_report
 
         write_statistics(directory, results)
+        if any(method.distill for method in cfg.methods):
+            compare_with_teachers(directory, cfg)
         if cfg.report:
             console.print(f"report: {write_report(directory)}")
     return results

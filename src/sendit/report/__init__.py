@@ -1,7 +1,7 @@
 """The report of a study: `figures/` (PNG + SVG), a self-contained `report.html` and `report.md`.
 
-It is made from the study directory's saved files only (results.csv, each run's metrics.json,
-epoch_log.csv, predictions.csv), so it can be re-made at any time and never renames them.
+It is made from the study directory's saved files only (results.csv, summary.csv, pairwise.csv, each
+run's metrics.json, epoch_log.csv, predictions.csv), so it can be re-made at any time and never renames them.
 `track` replays the same files into TensorBoard or MLflow for users who live in those tools.
 """
 from __future__ import annotations

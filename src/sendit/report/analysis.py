@@ -1,8 +1,8 @@
 """The numbers a report shows: a study read back from disk, per-method summaries over seeds, the
 Pareto sets, McNemar verdicts, the recommendation they add up to, and the error analysis.
 
-Everything is recomputed from the study directory's files, so a report can be re-made at any time
-without the models.
+Everything is read from the study directory's files (the statistics from summary.csv and
+pairwise.csv), so a report can be re-made at any time without the models.
 """
 from __future__ import annotations
 
@@ -16,13 +16,9 @@ import pandas as pd
 import yaml
 
 from sendit.methods.base import display_name, is_baseline
-from sendit.stats import bootstrap_ci, format_p
-from sendit.results import ALPHA, best_per_method, collect, pairwise
+from sendit.stats import format_p
+from sendit.results import ALPHA, METRICS, best_per_method, collect, write_statistics
 
-# Summarised per method over the seeds of its selected configuration.
-METRICS = ["test_accuracy", "test_f1_macro", "test_f1_weighted", "test_recall_macro", "best_val_f1",
-           "runtime_sec", "peak_memory_mb", "trainable_params", "f1_per_m_params",
-           "inference_examples_per_s", "adapter_mb"]
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
                       r"|(?:do|does|did|is|are|was|were|has|have|had|would|should|could|must|need|might"
@@ -52,10 +48,6 @@ class Study:
     def best(self) -> pd.DataFrame:
         """Each method's selected run (validation only, largest training set): the notebook files' run."""
         return best_per_method(self.results).loc[self.methods]
-
-    def seeds_of(self, config_id: str) -> pd.DataFrame:
-        """The runs of one configuration: the seeds a summary averages over."""
-        return self.results[self.results["config_id"] == config_id]
 
     def run_dir(self, method: str) -> Path:
         return self.directory / "runs" / self.best.loc[method, "run_id"]
@@ -109,23 +101,31 @@ def config_keys(results: pd.DataFrame) -> list[str]:
     return [c for c in ("lr", "batch_size", "epochs", size_column(results)) if c and c in results]
 
 
-def summarise(study: Study) -> pd.DataFrame:
-    """Per method, over the seeds of its selected configuration: mean and std (`<metric>_std`, NaN for
-    one seed) of every metric, and 95% bootstrap intervals of test accuracy and macro-F1."""
-    rows = {}
-    for method, best in study.best.iterrows():
-        runs = study.seeds_of(best["config_id"])
-        row = {"n": len(runs), **{k: best[k] for k in config_keys(study.results)}}
-        for metric in [m for m in METRICS if m in runs]:
-            row[metric], row[f"{metric}_std"] = runs[metric].mean(), runs[metric].std(ddof=1)
-        frames = [pd.read_csv(study.directory / "runs" / r / "predictions.csv", usecols=["label", "pred"])
-                  for r in runs["run_id"]]
-        for metric, column in (("accuracy", "test_accuracy"), ("f1_macro", "test_f1_macro")):
-            interval = bootstrap_ci(frames[0]["label"], [f["pred"] for f in frames], metric,
-                                    num_classes=len(study.label_names))
-            row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval.low, interval.high
-        rows[method] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
+def statistics(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """summary.csv and pairwise.csv as the study wrote them (sendit.results.write_statistics); written
+    first where they are missing or cover other runs than results.csv (an older or interrupted study)."""
+    directory = study.directory
+    written = directory / "statistics.json"
+    files = [directory / "summary.csv", directory / "pairwise.csv"]
+    covered = json.loads(written.read_text()).get("runs") if written.is_file() else None
+    if covered != sorted(study.results["run_id"]) or not all(f.is_file() for f in files):
+        in_order = study.results.sort_values("method", key=lambda m: m.map(study.methods.index), kind="stable")
+        try:
+            write_statistics(directory, in_order)  # the config's method order: pairs read "A vs B" as before
+        except ValueError as err:  # runs tested on different test sets
+            raise ReportError(str(err)) from None
+    return tuple(pd.read_csv(f) for f in files)
+
+
+def summarise(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per method, summary.csv's row of its selected run: `n` seeds, the configuration, mean (as
+    `<metric>`) and std (`<metric>_std`, NaN for one seed) of every metric, 95% bootstrap intervals."""
+    rows = summary.set_index("best_run").loc[study.best["run_id"]].set_index(study.best.index)
+    frame = pd.DataFrame({"n": rows["n_seeds"], **{k: study.best[k] for k in config_keys(study.results)}})
+    for metric in [m for m in METRICS if f"{m}_mean" in rows]:
+        frame[metric], frame[f"{metric}_std"] = rows[f"{metric}_mean"], rows[f"{metric}_std"]
+    intervals = [f"{c}_ci_{end}" for c in ("test_accuracy", "test_f1_macro") for end in ("low", "high")]
+    return frame.join(rows[intervals])
 
 
 def pareto_set(summary: pd.DataFrame, cost: str, quality: str = "test_accuracy") -> list[str]:
@@ -137,12 +137,10 @@ def pareto_set(summary: pd.DataFrame, cost: str, quality: str = "test_accuracy")
     return sorted(front, key=lambda m: points.loc[m, cost])
 
 
-def significance(study: Study) -> pd.DataFrame:
-    """McNemar between the selected runs of every pair of methods (sendit.results.pairwise), flagged at ALPHA."""
-    try:
-        pairs = pairwise(study.directory, study.best.reset_index())
-    except ValueError as err:  # runs tested on different test sets
-        raise ReportError(str(err)) from None
+def significance(study: Study, pairs: pd.DataFrame) -> pd.DataFrame:
+    """pairwise.csv's McNemar tests between the methods' selected runs, flagged at ALPHA."""
+    chosen = set(study.best["run_id"])
+    pairs = pairs[pairs["run_a"].isin(chosen) & pairs["run_b"].isin(chosen)].reset_index(drop=True)
     return pairs.assign(significant=pairs["p_value"] < ALPHA)
 
 
@@ -296,8 +294,8 @@ class Report:
 
 
 def analyse(study: Study) -> Report:
-    summary = summarise(study)
-    pairs = significance(study)
+    summary_file, pairs_file = statistics(study)
+    summary, pairs = summarise(study, summary_file), significance(study, pairs_file)
     baselines = [m for m in study.methods if study.is_baseline(m)]
     return Report(study, summary, pairs, recommend(summary, pairs, set(baselines)), baselines,
                   negation_accuracy(study), subset_accuracy(study),
