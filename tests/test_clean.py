@@ -4,8 +4,8 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from sendit.config import CleanConfig
-from sendit.data.clean import clean_series, clean_text
+from sendit.config import CleanConfig, DataConfig
+from sendit.data.clean import clean_examples, clean_like_training, clean_series, clean_text
 
 DEFAULT = CleanConfig()
 
@@ -61,3 +61,18 @@ def test_each_switch(switch, raw, alone, all_but):
 
 def test_all_off_only_collapses_whitespace():
     assert clean_text("  @Bob  #x\thttp://a.b &amp; ", ALL_OFF) == "@Bob #x http://a.b &amp;"
+
+
+def test_cleaned_like_training_only_where_the_source_denoises():
+    """Tweets are denoised; reviews and marked-target texts keep their words as the reader gave them."""
+    raw = pd.Series(["@bob LOVED it http://x.co", "A [TGT] great [/TGT] film!"])
+    assert clean_like_training(raw, DataConfig(dataset="sentiment140")).tolist() == ["loved it", "a tgt great tgt film"]
+    for dataset in ("imdb", "dong2014"):
+        assert clean_like_training(raw, DataConfig(dataset=dataset)).tolist() == raw.tolist()
+
+
+@pytest.mark.parametrize("drop_empty, texts", [(True, ["ok then"]), (False, ["", "ok then"])])
+def test_examples_left_empty_by_cleaning_are_dropped_when_asked(drop_empty, texts):
+    frame = pd.DataFrame({"text": ["http://only.a.link", "OK then"], "label": [0, 1]})
+    cfg = DataConfig(dataset="csv", clean=CleanConfig(drop_empty=drop_empty))
+    assert clean_examples(frame, cfg).to_dict("list") == {"text": texts, "label": [1] if drop_empty else [0, 1]}

@@ -7,11 +7,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import make_tar
+from sendit.batching import head_tail_ids
 from sendit.config import DataConfig
 from sendit.data import SOURCES, DataError, dataset_splits, prepare, read_source, split_of
 from sendit.data import download as download_module
 from sendit.data.datasets import SEMEVAL_FILES, check_independent
-from sendit.data.inputs import encode_inputs, head_tail_ids
+from sendit.data.inputs import encode_inputs
 from sendit.data.target import as_pairs, mark, unmark
 
 NAMES_3 = ["negative", "neutral", "positive"]

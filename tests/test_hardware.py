@@ -15,7 +15,7 @@ from sendit.artifacts import build_model
 from sendit.config import ConfigError, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, build, load_study
 from sendit.models import load_model
 from sendit.run import execute
-from sendit.train import Batching, Trainer
+from sendit.train import Batching, Trainer, pooled_features
 
 LABELS = ["negative", "positive"]
 
@@ -166,16 +166,16 @@ def test_head_features_are_computed_on_the_models_device(encoded_tweets):
     there (the meta device stands in for a GPU; a stand-in head, as BERT cannot run on meta)."""
     _, data, pad_id = encoded_tweets
     cfg = TrainConfig(batch_size=16, eval_batch_size=64, precision="fp32")
-    model, _, adapter = build_model(RunConfig(model=ModelConfig(name="tiny-bert"), method=MethodConfig(name="head"),
+    model, _, _ = build_model(RunConfig(model=ModelConfig(name="tiny-bert"), method=MethodConfig(name="head"),
                                               train=cfg), LABELS)
-    trainer = Trainer(model, adapter, cfg, Batching(pad_id), LABELS)
     model.to("meta")
     seen = set()
 
     def extract(batch):
         seen.update(t.device.type for t in batch.values())
         return torch.zeros(len(batch["input_ids"]), 8, device=batch["input_ids"].device)
-    features = trainer._features(types.SimpleNamespace(extract=extract), data["val"])
+    features = pooled_features(types.SimpleNamespace(model=model, extract=extract), data["val"], cfg.eval_batch_size,
+                               "fp32", Batching(pad_id))
     assert seen == {"meta"} and features.device.type == "meta" and features.shape == (len(data["val"]), 8)
 
 

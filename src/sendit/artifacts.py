@@ -18,8 +18,7 @@ import torch
 
 from sendit.batching import Encoded
 from sendit.config import DataConfig, RunConfig, load_run
-from sendit.data import SOURCES
-from sendit.data.clean import clean_series
+from sendit.data.clean import clean_like_training
 from sendit.data.inputs import encode_inputs
 from sendit.evaluate import predict_logits, softmax
 from sendit.io import atomic_write, atomic_write_json
@@ -153,11 +152,9 @@ class Predictor:
 
     def clean(self, texts: list[str]) -> list[str]:
         """New texts cleaned exactly as the run's training data was."""
-        data = self.cfg.data
         given = pd.Series(texts, dtype="string").fillna("")
-        # Denoise only what training denoised: not IMDb/SST-2 reviews, nor texts with a marked target.
-        cleaned = clean_series(given, data.clean) if SOURCES[data.dataset].clean else given.str.strip()
-        return cleaned.tolist()
+        # Stripped as every reader strips its texts (denoised ones already are).
+        return clean_like_training(given, self.cfg.data).str.strip().tolist()
 
     def encode(self, texts: list[str], labels: np.ndarray | None = None, data: DataConfig | None = None) -> Encoded:
         """Token ids as the run's training made them (`data`: another dataset's config); labels default to 0."""

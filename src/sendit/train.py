@@ -2,8 +2,10 @@
 
 Built on accelerate's `Accelerator`, so the same loop runs on one CPU, a GPU, or several processes
 under `torchrun` / `accelerate launch` (each rank takes every world_size-th batch; gradients are
-averaged by DDP). Two kinds of phase exist (see `sendit.methods.base`): `end_to_end` batches go
-through the whole model; `head_features` trains the head alone on pooled features computed once.
+averaged by DDP). One loop (`Trainer._train_phase`) trains every phase; what differs between the two
+kinds of phase (see `sendit.methods.base`), where the batches come from and what one step does, is a
+small object per kind: `EndToEnd` sends token batches through the whole model; `HeadFeatures` trains
+the head alone on pooled features computed once.
 """
 from __future__ import annotations
 
@@ -120,141 +122,47 @@ class Trainer:
         start = time.perf_counter()
         for phase in self.method.phases(self.cfg):
             self.evals_since_best = 0
-            run = self._end_to_end if phase.kind == "end_to_end" else self._head_features
-            run(phase, train, val)
+            self._train_phase(phase, PHASE_KINDS[phase.kind](self, train, val))
             self.epoch_offset += phase.epochs
         self.result.train_seconds = time.perf_counter() - start
         if self.best_state is not None:
             self._restore_best()
         return self.result
 
-    # -- phases -------------------------------------------------------------------------------
-
-    def _end_to_end(self, phase: Phase, train: Encoded, val: Encoded) -> None:
-        acc, cfg = self.accelerator, self.cfg
-        if self.precision == "bf16" and cfg.bf16_frozen_weights and self.method.frozen_weights_in_bf16:
-            frozen_linear_weights_to_bf16(self.model)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = adamw(params, phase.lr, cfg)
-        batches = self._epoch_batches(train)
-        # Token budgets vary the batch count a little between epochs; the first epoch's sets the schedule.
-        steps_per_epoch = math.ceil(len(batches) / acc.num_processes)
-        total = self._total_steps(phase, steps_per_epoch)
-        scheduler = self._scheduler(optimizer, total)
-        model, optimizer = acc.prepare(self.model, optimizer)  # a prepared scheduler steps once per process
-        # fp16 only: autocast and loss scaling here (accelerate autocasts bf16 inside the prepared model).
-        scaler = torch.amp.GradScaler(acc.device.type) if self.precision == "fp16" else None
-        eval_every = self._eval_every(steps_per_epoch)
-        step, loss_sum, loss_count = 0, torch.zeros((), device=acc.device), 0
-        model.train()
-        while step < total:
-            for index in batches[acc.process_index::acc.num_processes]:
-                batch = {k: v.to(acc.device) for k, v in collate(train, index, **vars(self.batching)).items()}
-                with autocast(acc.device.type, "fp16" if scaler else "fp32"):
-                    outputs = model(**batch)
-                loss = self.loss(outputs, batch, index)
-                acc.backward(scaler.scale(loss) if scaler else loss)
-                if scaler:
-                    scaler.unscale_(optimizer)  # clip the true gradients
-                if cfg.grad_clip:
-                    acc.clip_grad_norm_(params, cfg.grad_clip)
-                if scaler:
-                    scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then shrinks
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach().float()  # summed on-device: no host sync per step
-                loss_count += 1
-                step += 1
-                self.result.train_examples += len(index)
-                self.progress(len(index) * acc.num_processes)
-                if step % eval_every == 0 or step == total:
-                    epoch = self.epoch_offset + step / steps_per_epoch
-                    self._validate(phase, epoch, step, float(loss_sum) / loss_count, val)
-                    loss_sum, loss_count = torch.zeros((), device=acc.device), 0
-                    model.train()
-                    if step == total or self._should_stop():
-                        break
-            if step == total or self._should_stop():
-                break
-            batches = self._epoch_batches(train)
-
-    def _epoch_batches(self, train: Encoded) -> list[np.ndarray]:
+    def _train_phase(self, phase: Phase, kind: PhaseKind) -> None:
+        """The training loop: each batch one optimizer step, a validation when due, and one stop
+        condition: the phase's last step (epochs, or `max_steps`) or patience run out."""
         cfg = self.cfg
-        if cfg.length_buckets:
-            return length_bucketed_batches(train.lengths, cfg.batch_size, self.rng, max_tokens=cfg.batch_tokens)
-        return random_batches(len(train), cfg.batch_size, self.rng)
-
-    def _head_features(self, phase: Phase, train: Encoded, val: Encoded) -> None:
-        """Train the head on pooled features: one encoder pass, then many cheap head epochs."""
-        cfg, head = self.cfg, PooledHead(self.model)
-        for name, param in self.model.named_parameters():
-            param.requires_grad = False
-        for param in head.parameters():
-            param.requires_grad = True
-        train_x = self._features(head, train)
-        val_x = self._features(head, val)
-        device = train_x.device
-        train_y = torch.from_numpy(train.labels).to(device)
-        optimizer = adamw(list(head.parameters()), phase.lr, cfg)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        total = self._total_steps(phase, steps_per_epoch)
-        scheduler = self._scheduler(optimizer, total)
-        eval_every = self._eval_every(steps_per_epoch)
-        step, loss_sum, loss_count = 0, torch.zeros((), device=device), 0
-        while step < total:
-            self.model.train()
-            for index in random_batches(len(train), cfg.batch_size, self.rng):
-                index = torch.from_numpy(index).to(device)
-                loss = nn.functional.cross_entropy(head.logits(train_x[index]), train_y[index])
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach()
-                loss_count += 1
-                step += 1
-                self.result.train_examples += len(index)
-                self.progress(len(index))
-                if step % eval_every == 0 or step == total:
-                    epoch = self.epoch_offset + step / steps_per_epoch
-                    self._validate_head(head, phase, epoch, step, float(loss_sum) / loss_count, val_x, val)
-                    loss_sum, loss_count = torch.zeros((), device=device), 0
-                    self.model.train()
-                    if step == total or self._should_stop():
-                        break
-            if step == total or self._should_stop():
-                break
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def _features(self, head: PooledHead, encoded: Encoded) -> torch.Tensor:
-        """Pooled features of every example, on the model's device."""
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        out = torch.empty(0, device=device)
-        batches = sorted_batches(encoded.lengths, self.cfg.eval_batch_size)
-        with reduced_precision(self.model, self.eval_precision, len(batches) > 1):
-            for index in batches:
-                batch = {k: v.to(device) for k, v in collate(encoded, index, **vars(self.batching)).items()
-                         if k != "labels"}
-                features = head.extract(batch)
-                if out.numel() == 0:
-                    out = torch.empty((len(encoded), features.shape[1]), device=device)
-                out[torch.from_numpy(index).to(device)] = features
-        return out
-
-    def _total_steps(self, phase: Phase, steps_per_epoch: int) -> int:
+        batches = kind.epoch_batches()
+        # Token budgets vary the batch count a little between epochs; the first epoch's sets the schedule.
+        steps_per_epoch = math.ceil(len(batches) / kind.processes)
         total = max(1, math.ceil(phase.epochs * steps_per_epoch))
-        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+        total = min(total, cfg.max_steps) if cfg.max_steps else total
+        eval_every = cfg.eval_every_steps or max(1, math.ceil(steps_per_epoch / max(1, cfg.evals_per_epoch)))
+        optimizer = adamw(kind.params, phase.lr, cfg)
+        kind.start(optimizer, self._scheduler(optimizer, total))
+        loss_sum, loss_count = torch.zeros((), device=kind.device), 0  # the train loss since the last validation
+        kind.model.train()
+        for step, index in enumerate(self._epochs(kind, batches), start=1):
+            loss = kind.step(index)
+            loss_sum += loss.detach().float()  # summed on-device: no host sync per step
+            loss_count += 1
+            self.result.train_examples += len(index)
+            self.progress(len(index) * kind.processes)
+            if step % eval_every == 0 or step == total:  # the last step always validates: it may be the best
+                epoch = self.epoch_offset + step / steps_per_epoch
+                self._validate(kind, phase, round(epoch, 4), step, float(loss_sum) / loss_count)
+                if step == total or self._should_stop():
+                    break
+                loss_sum, loss_count = torch.zeros((), device=kind.device), 0
+                kind.model.train()  # validation left it in eval mode (dropout off)
 
-    def _eval_every(self, steps_per_epoch: int) -> int:
-        if self.cfg.eval_every_steps:
-            return self.cfg.eval_every_steps
-        return max(1, math.ceil(steps_per_epoch / max(1, self.cfg.evals_per_epoch)))
+    def _epochs(self, kind: PhaseKind, batches: list[np.ndarray]):
+        """This process's batches, epoch after epoch. A new epoch's order is drawn only once the loop
+        asks for its first batch, so a stop at an epoch's end draws nothing (the seed's order holds)."""
+        while True:
+            yield from batches[kind.rank::kind.processes]
+            batches = kind.epoch_batches()
 
     def _scheduler(self, optimizer, total: int):
         from transformers import get_scheduler
@@ -263,31 +171,19 @@ class Trainer:
         return get_scheduler(name, optimizer, num_warmup_steps=int(self.cfg.warmup_ratio * total),
                              num_training_steps=total)
 
-    def _validate(self, phase: Phase, epoch: float, step: int, train_loss: float, val: Encoded) -> None:
-        if len(val) == 0:  # no validation split: log the training loss, keep the last weights
-            self.result.epoch_log.append({"epoch": round(epoch, 4), "phase": phase.name, "step": step,
-                                          "train_loss": train_loss})
+    def _validate(self, kind: PhaseKind, phase: Phase, epoch: float, step: int, train_loss: float) -> None:
+        row = {"epoch": epoch, "phase": phase.name, "step": step, "train_loss": train_loss}
+        if len(kind.val) == 0:  # no validation split: log the training loss, keep the last weights
+            self.result.epoch_log.append(row)
             return
-        model = self.accelerator.unwrap_model(self.model)
-        logits, _ = predict_logits(model, val, self.cfg.eval_batch_size, self.eval_precision, **vars(self.batching))
-        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val.labels)))
-        self._record(phase, epoch, step, train_loss, val_loss, logits.argmax(-1), val.labels)
+        logits, labels = kind.val_logits(), kind.val.labels
+        row["val_loss"] = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+        self._record(row, logits.argmax(-1), labels)
 
-    @torch.no_grad()
-    def _validate_head(self, head: PooledHead, phase: Phase, epoch: float, step: int, train_loss: float,
-                       val_x: torch.Tensor, val: Encoded) -> None:
-        if len(val) == 0:
-            return self._validate(phase, epoch, step, train_loss, val)
-        self.model.eval()
-        logits = head.logits(val_x).cpu()
-        val_loss = float(nn.functional.cross_entropy(logits, torch.from_numpy(val.labels)))
-        self._record(phase, epoch, step, train_loss, val_loss, logits.argmax(-1).numpy(), val.labels)
-
-    def _record(self, phase: Phase, epoch: float, step: int, train_loss: float, val_loss: float,
-                predictions: np.ndarray, labels: np.ndarray) -> None:
+    def _record(self, row: dict, predictions: np.ndarray, labels: np.ndarray) -> None:
+        """Score a validation; keep the weights when it beats the best so far."""
         metrics = classification_metrics(labels, predictions, self.label_names)
-        row = {"epoch": round(epoch, 4), "phase": phase.name, "step": step, "train_loss": train_loss,
-               "val_loss": val_loss, "val_accuracy": metrics["accuracy"], "val_f1": metrics["f1_macro"]}
+        row.update(val_accuracy=metrics["accuracy"], val_f1=metrics["f1_macro"])
         self.result.epoch_log.append(row)
         if not self.result.best or row["val_f1"] > self.result.best["val_f1"]:
             self.result.best = row
@@ -313,3 +209,124 @@ class Trainer:
                 params[name].copy_(value)
         for name, param in params.items():  # back to the method's trainable set, for saving
             param.requires_grad = name in set(self.saved_names)
+
+
+# -- phase kinds: what differs between phases; the loop above is shared ---------------------------------
+# Each kind gives the loop `params` (what the optimizer trains), `epoch_batches()` (one epoch's order, all
+# ranks' batches), `start(optimizer, scheduler)`, `step(index)` -> loss, `val_logits()`, and the `model`
+# to put back in train mode, the `val` split, the `device` of the loss, this `rank` of `processes`.
+
+class EndToEnd:
+    """`end_to_end`: token batches through the whole model, prepared by accelerate (DDP across processes:
+    every rank draws the same batch order and takes every num_processes-th batch)."""
+
+    def __init__(self, trainer: Trainer, train: Encoded, val: Encoded):
+        self.trainer, self.train, self.val = trainer, train, val
+        if trainer.precision == "bf16" and trainer.cfg.bf16_frozen_weights and trainer.method.frozen_weights_in_bf16:
+            frozen_linear_weights_to_bf16(trainer.model)
+        self.params = [p for p in trainer.model.parameters() if p.requires_grad]
+        acc = trainer.accelerator
+        self.rank, self.processes, self.device = acc.process_index, acc.num_processes, acc.device
+
+    def epoch_batches(self) -> list[np.ndarray]:
+        cfg, rng = self.trainer.cfg, self.trainer.rng
+        if cfg.length_buckets:
+            return length_bucketed_batches(self.train.lengths, cfg.batch_size, rng, max_tokens=cfg.batch_tokens)
+        return random_batches(len(self.train), cfg.batch_size, rng)
+
+    def start(self, optimizer: torch.optim.Optimizer, scheduler) -> None:
+        acc = self.trainer.accelerator
+        # The scheduler stays unprepared: a prepared one steps once per process.
+        self.model, self.optimizer = acc.prepare(self.trainer.model, optimizer)
+        self.scheduler = scheduler
+        # fp16 only: autocast and loss scaling here (accelerate autocasts bf16 inside the prepared model).
+        self.scaler = torch.amp.GradScaler(acc.device.type) if self.trainer.precision == "fp16" else None
+
+    def step(self, index: np.ndarray) -> torch.Tensor:
+        trainer, acc, scaler = self.trainer, self.trainer.accelerator, self.scaler
+        batch = {k: v.to(acc.device) for k, v in collate(self.train, index, **vars(trainer.batching)).items()}
+        with autocast(acc.device.type, "fp16" if scaler else "fp32"):
+            outputs = self.model(**batch)
+        loss = trainer.loss(outputs, batch, index)
+        acc.backward(scaler.scale(loss) if scaler else loss)
+        if scaler:
+            scaler.unscale_(self.optimizer)  # clip the true gradients
+        if trainer.cfg.grad_clip:
+            acc.clip_grad_norm_(self.params, trainer.cfg.grad_clip)
+        if scaler:
+            scaler.step(self.optimizer)  # skipped when a gradient overflowed; the scale then shrinks
+            scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def val_logits(self) -> np.ndarray:
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        logits, _ = predict_logits(model, self.val, trainer.cfg.eval_batch_size, trainer.eval_precision,
+                                   **vars(trainer.batching))
+        return logits
+
+
+class HeadFeatures:
+    """`head_features`: the head alone on pooled features computed once, so each epoch costs a few
+    matrix products instead of an encoder pass. Every process trains the same head on every batch."""
+
+    rank, processes = 0, 1
+
+    def __init__(self, trainer: Trainer, train: Encoded, val: Encoded):
+        self.trainer, self.model, self.val = trainer, trainer.model, val
+        self.head = PooledHead(trainer.model)
+        for param in trainer.model.parameters():
+            param.requires_grad = False
+        self.params = self.head.parameters()
+        for param in self.params:
+            param.requires_grad = True
+        how = (trainer.cfg.eval_batch_size, trainer.eval_precision, trainer.batching)
+        self.train_x, self.val_x = pooled_features(self.head, train, *how), pooled_features(self.head, val, *how)
+        self.device = self.train_x.device
+        self.train_y = torch.from_numpy(train.labels).to(self.device)
+
+    def epoch_batches(self) -> list[np.ndarray]:
+        return random_batches(len(self.train_y), self.trainer.cfg.batch_size, self.trainer.rng)
+
+    def start(self, optimizer: torch.optim.Optimizer, scheduler) -> None:
+        self.optimizer, self.scheduler = optimizer, scheduler
+
+    def step(self, index: np.ndarray) -> torch.Tensor:
+        index = torch.from_numpy(index).to(self.device)
+        loss = nn.functional.cross_entropy(self.head.logits(self.train_x[index]), self.train_y[index])
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    @torch.no_grad()
+    def val_logits(self) -> np.ndarray:
+        self.model.eval()
+        return self.head.logits(self.val_x).cpu().numpy()
+
+
+PhaseKind = EndToEnd | HeadFeatures
+PHASE_KINDS = {"end_to_end": EndToEnd, "head_features": HeadFeatures}
+
+
+@torch.no_grad()
+def pooled_features(head: PooledHead, encoded: Encoded, batch_size: int, precision: str,
+                    batching: Batching) -> torch.Tensor:
+    """Pooled features of every example, on the model's device."""
+    head.model.eval()
+    device = next(head.model.parameters()).device
+    out = torch.empty(0, device=device)
+    batches = sorted_batches(encoded.lengths, batch_size)
+    with reduced_precision(head.model, precision, len(batches) > 1):
+        for index in batches:
+            batch = {k: v.to(device) for k, v in collate(encoded, index, **vars(batching)).items() if k != "labels"}
+            features = head.extract(batch)
+            if out.numel() == 0:
+                out = torch.empty((len(encoded), features.shape[1]), device=device)
+            out[torch.from_numpy(index).to(device)] = features
+    return out

@@ -16,6 +16,9 @@ Steps, in order, each switched by `CleanConfig`:
    ("BÃ¤Ã¤h", "sheâ\\x80\\x99s"), not words of another alphabet.
 4. lowercase.
 Whitespace is always collapsed to single spaces and stripped.
+
+`clean_like_training` is the one place that applies this the way training did (only to sources that
+denoise); `prepare`, the evaluation sets and prediction all go through it.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ import re
 
 import pandas as pd
 
-from sendit.config import CleanConfig
+from sendit.config import CleanConfig, DataConfig
+from sendit.data.sources import SOURCES
 
 # (switch, characters the token starts with, the rest of the token after that character)
 TOKEN_KINDS = [
@@ -83,3 +87,19 @@ def clean_series(texts: pd.Series, cfg: CleanConfig) -> pd.Series:
     if cfg.lowercase:
         texts = texts.str.lower()
     return texts.str.strip()
+
+
+def clean_like_training(texts: pd.Series, data: DataConfig) -> pd.Series:
+    """Texts as a run trained on `data` read them: denoised only where its source is (tweets; not
+    IMDb/SST-2 reviews, nor texts with a marked target, which keep their words as written)."""
+    return clean_series(texts, data.clean) if SOURCES[data.dataset].clean else texts
+
+
+def clean_examples(frame: pd.DataFrame, data: DataConfig, whole: bool = False) -> pd.DataFrame:
+    """A split's examples as training keeps them: texts cleaned like training, the empty ones dropped
+    (`clean.drop_empty`: cleaning can leave nothing, e.g. of a tweet that was only a link) unless the
+    split must stay `whole` (a predefined test split is scored at its published size)."""
+    frame = frame.assign(text=clean_like_training(frame["text"], data))
+    if data.clean.drop_empty and not whole:
+        frame = frame[frame["text"].str.strip() != ""]
+    return frame.reset_index(drop=True)

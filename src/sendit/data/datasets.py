@@ -17,11 +17,11 @@ from typing import NamedTuple
 import pandas as pd
 
 from sendit.config import DataConfig
-from sendit.data.clean import clean_series
+from sendit.data.clean import clean_examples
 from sendit.data.errors import DataError
 from sendit.data.prepare import prepare
-from sendit.data.sources import (SOURCES, SPLIT_NAMES, SourceData, decode, encode_labels, iter_chunks,
-                                 labelled, read_source, read_table, register_source, resolve_path)
+from sendit.data.sources import (SPLIT_NAMES, SourceData, decode, encode_labels, iter_chunks, labelled, read_source,
+                                 read_table, register_source, resolve_path)
 from sendit.data.target import CLOSE, OPEN, PLACEHOLDER, mark
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,8 @@ def dataset_splits(cfg: DataConfig) -> DatasetSplits:
         prepared = prepare(cfg)
         frames = {"train": prepared.train, "val": prepared.val, "test": prepared.test, **prepared.extra}
         return DatasetSplits(frames, data.label_names, prepared.stats)
-    return DatasetSplits({name: cleaned(frame, cfg) for name, frame in data.splits.items()}, data.label_names, None)
+    frames = {name: clean_examples(frame, cfg, whole=name == "test") for name, frame in data.splits.items()}
+    return DatasetSplits(frames, data.label_names, None)
 
 
 ALL = "all"  # NAME:all, every example the source holds
@@ -307,7 +308,7 @@ def split_of(cfg: DataConfig, split: str) -> tuple[pd.DataFrame, list[str]]:
     """
     if split == ALL:
         data = read_source(cfg, need_train=False)
-        frames = [cleaned(frame, cfg) for frame in data.splits.values()]
+        frames = [clean_examples(frame, cfg) for frame in data.splits.values()]
         return pd.concat(frames, ignore_index=True), data.label_names
     frames, label_names, _ = dataset_splits(cfg)
     name = SPLIT_ALIASES.get(split, split)
@@ -315,11 +316,3 @@ def split_of(cfg: DataConfig, split: str) -> tuple[pd.DataFrame, list[str]]:
         raise DataError(f"{cfg.dataset}:{split}: no such split; {cfg.dataset} has {', '.join([*frames, ALL])}")
     return frames[name], label_names
 
-
-def cleaned(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    """As `prepare` cleans: the source's denoising when it has one, and empty texts dropped."""
-    if SOURCES[cfg.dataset].clean:
-        frame = frame.assign(text=clean_series(frame["text"], cfg.clean))
-    if cfg.clean.drop_empty:
-        frame = frame[frame["text"].str.strip() != ""]
-    return frame.reset_index(drop=True)

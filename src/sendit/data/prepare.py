@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from sendit.config import DataConfig
-from sendit.data.clean import clean_series
+from sendit.data.clean import clean_examples
 from sendit.data.errors import DataError
-from sendit.data.sources import LARGER_SOURCES, SOURCES, read_source
+from sendit.data.sources import LARGER_SOURCES, read_source
 from sendit.data.split import check_fractions, stratified_sample, stratified_split
 
 log = logging.getLogger(__name__)
@@ -51,18 +51,13 @@ def prepare(cfg: DataConfig) -> Splits:
     order = [*(name for name in KEEP_ORDER if name in data.splits), *(n for n in data.splits if n not in KEEP_ORDER)]
     frames = {name: data.splits[name] for name in order}
     rows_read = sum(len(frame) for frame in frames.values())
-    if SOURCES[cfg.dataset].clean:
-        frames = {name: frame.assign(text=clean_series(frame["text"], cfg.clean)) for name, frame in frames.items()}
+    frames = {name: clean_examples(frame, cfg, whole=name == "test") for name, frame in frames.items()}
+    dropped_empty = rows_read - sum(len(frame) for frame in frames.values())
 
     pool = pd.concat(frames, names=["split", None]).reset_index(level=0)
-    dropped_empty = dropped_duplicates = 0
-    droppable = pool["split"] != "test"  # a predefined test split is scored whole, as published
-    if cfg.clean.drop_empty:
-        empty = (pool["text"].str.strip() == "") & droppable
-        dropped_empty = int(empty.sum())
-        pool, droppable = pool[~empty], droppable[~empty]
+    dropped_duplicates = 0
     if cfg.clean.drop_duplicates:  # test first in the pool: train/val copies of a test text go, test texts never
-        duplicate = pool["text"].duplicated(keep="first") & droppable
+        duplicate = pool["text"].duplicated(keep="first") & (pool["split"] != "test")
         dropped_duplicates = int(duplicate.sum())
         pool = pool[~duplicate]
     log.info("%s: read %d rows; dropped %d duplicate and %d empty texts",
