@@ -31,7 +31,8 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-# sendit vs the peer, alternating A/B; results to benchmarks/results/train_vs_peer.md (~40 min on 2 cores).
+# sendit (default and its other precision) vs the peer with and without --bf16, 3 rotated repetitions of full,
+# LoRA, BitFit; results to benchmarks/results/train_vs_peer.md (~40 min on 2 idle AVX2 cores).
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_vs_peer.py
