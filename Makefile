@@ -57,6 +57,13 @@ bench-serve: setup
 	@test -n "$(RUN)" || { echo "usage: make bench-serve RUN=runs/quickstart/runs/<lora run>"; exit 2; }
 	$(PY) benchmarks/bench_serve.py $(RUN)
 
+# sendit on a CUDA GPU (~8 min on a fresh machine with torch): method tests, quickstart on 2,000 tweets in
+# bf16 and fp16 beside the CPU, predict, QLoRA, serve; results to benchmarks/results/gpu.md. Without CUDA: exit 1.
+# PYTHON: the interpreter that has the machine's CUDA torch (default python3).
+.PHONY: gpu-check
+gpu-check:
+	$${PYTHON:-python3} benchmarks/gpu_check.py
+
 # The report in headless Chromium; installs the Debian packages chromium and chromium-driver if missing.
 test-browser: setup
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
