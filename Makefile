@@ -32,7 +32,8 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-# sendit vs the peer, alternating A/B; results to benchmarks/results/train_vs_peer.md (~40 min on 2 cores).
+# sendit (default and its other precision) vs the peer with and without --bf16, 3 rotated repetitions of full,
+# LoRA, BitFit; results to benchmarks/results/train_vs_peer.md (~40 min on 2 idle AVX2 cores).
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_vs_peer.py
@@ -56,6 +57,13 @@ bench-loop: setup
 bench-serve: setup
 	@test -n "$(RUN)" || { echo "usage: make bench-serve RUN=runs/quickstart/runs/<lora run>"; exit 2; }
 	$(PY) benchmarks/bench_serve.py $(RUN)
+
+# sendit on a CUDA GPU (~8 min on a fresh machine with torch): method tests, quickstart on 2,000 tweets in
+# bf16 and fp16 beside the CPU, predict, QLoRA, serve; results to benchmarks/results/gpu.md. Without CUDA: exit 1.
+# PYTHON: the interpreter that has the machine's CUDA torch (default python3).
+.PHONY: gpu-check
+gpu-check:
+	$${PYTHON:-python3} benchmarks/gpu_check.py
 
 # The report in headless Chromium; installs the Debian packages chromium and chromium-driver if missing.
 test-browser: setup

@@ -4,9 +4,9 @@
 Takes the arguments of ../shared/peer/trainer_baseline.py (CSV files `text,label`) and prints one
 JSON line with the peer's keys, so both can be run on the same files and compared. Training goes
 through `sendit.run.execute`, the code path of `sendit train`, with sendit's defaults for
-everything the arguments leave open (length-bucketed dynamic padding, bf16 autocast where the CPU
-has it). `--method lora` is the peer's LoRA (r=8, alpha=16, dropout 0.1, query and value), so both
-sides train the same method. Texts are used as given (no cleaning), as the peer does.
+everything the arguments leave open (length-bucketed dynamic padding, the precision `auto` measures
+fastest here; the JSON line names it). `--method lora` is the peer's LoRA (r=8, alpha=16, dropout
+0.1, query and value), so both sides train the same method. Texts are used as given (no cleaning), as the peer does.
 
   python benchmarks/bench_train.py --model minilm --train train.csv --test test.csv --method lora \
       --epochs 1 --lr 1e-3 --batch-size 32 --max-length 64 --threads 2
@@ -69,6 +69,7 @@ def main() -> None:
     print(json.dumps({
         "peer": "sendit", "method": args.method, "overrides": args.set,
         "padding": "length-bucketed" if cfg.train.length_buckets else "dynamic", "bf16": row["bf16"],
+        "precision": row["precision"], "inference_precision": row["inference_precision"],
         "train_examples": row["train_examples"], "trainable_params": row["trainable_params"],
         "train_s": round(row["runtime_sec"], 2), "train_examples_per_s": round(row["train_examples_per_s"], 2),
         "infer_s": round(row["inference_time_sec"], 2),

@@ -15,6 +15,8 @@ warnings.filterwarnings("ignore")
 for name in ("transformers", "peft", "accelerate", "bitsandbytes"):
     logging.getLogger(name).setLevel(logging.ERROR)
 
+# Where the tests that name a device train: the CPU, or $SENDIT_TEST_DEVICE (`make gpu-check` sets cuda).
+TEST_DEVICE = os.environ.get("SENDIT_TEST_DEVICE", "cpu")
 TINY_ARCHS = ["tiny-bert", "tiny-distilbert", "tiny-roberta", "tiny-opt", "tiny-gpt2", "tiny-gpt-neo"]
 POSITIVE = ["i love this", "what a great day", "so happy right now", "awesome news", "best movie ever"]
 NEGATIVE = ["i hate this", "what an awful day", "so sad right now", "terrible news", "worst movie ever"]

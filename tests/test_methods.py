@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ARCHS
+from conftest import TEST_DEVICE, TINY_ARCHS
 from sendit.artifacts import ADAPTER_FILE, build_model, load, save_trained
 from sendit.batching import collate, encode
 from sendit.config import ConfigError, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, save_yaml
@@ -65,7 +65,7 @@ def test_promised_parameters_train_change_and_reload_exactly(arch, method, encod
     _, encoded, pad_id = encoded_tweets
     cfg = RunConfig(data=DataConfig(label_names=LABELS), model=ModelConfig(name=arch, max_length=32),
                     method=MethodConfig(name=method, lr=1e-2),
-                    train=TrainConfig(max_steps=2, batch_size=8, bf16=False, warmup_ratio=0.0, device="cpu"))
+                    train=TrainConfig(max_steps=2, batch_size=8, bf16=False, warmup_ratio=0.0, device=TEST_DEVICE))
     model, _, adapter = build_model(cfg, LABELS)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     promised = {n for n, _ in model.named_parameters() if promised_trainable(method, n, HEADS[arch], arch)}
@@ -86,9 +86,9 @@ def test_promised_parameters_train_change_and_reload_exactly(arch, method, encod
     run.mkdir()
     save_yaml(cfg, run / "config.yaml")
     save_trained(model, trainer.saved_names, run / ADAPTER_FILE)
-    reloaded, _, _ = load(run)
+    reloaded, _, _ = load(run, TEST_DEVICE)
     batch = collate(encoded["test"], np.arange(len(encoded["test"])), pad_id)
-    batch.pop("labels")
+    batch = {k: v.to(TEST_DEVICE) for k, v in batch.items() if k != "labels"}
     model.eval()
     with torch.no_grad():
         expected = model(**batch).logits

@@ -9,10 +9,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import LABELS, eval_probabilities, tiny_data, tiny_run
 from typer.testing import CliRunner
 
+from sendit import artifacts
 from sendit.artifacts import batching_for, load
 from sendit.batching import encode
 from sendit.cli import app
@@ -117,3 +119,34 @@ def test_cli_process_skips_bitsandbytes_for_non_qlora_runs(runs):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] in ("None", "absent")
+
+
+@pytest.fixture
+def commands(runs, monkeypatch):
+    """`eval`, `predict` and `serve` on one run, the server never started."""
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: None)
+    run = str(runs["full"])
+    return (["eval", run], ["predict", run, "so happy"], ["serve", run])
+
+
+def test_device_option_decides_where_the_run_is_loaded(commands, monkeypatch):
+    """`--device auto` takes CUDA where torch sees it (simulated here: loaded on the CPU all the same)."""
+    devices = []
+    real_load = artifacts.load
+    monkeypatch.setattr(artifacts, "load", lambda run, device="cpu": devices.append(device) or real_load(run))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for command in commands:
+        for device in ("cpu", "auto"):
+            out = runner.invoke(app, [*command, "--device", device])
+            assert out.exit_code == 0, out.output
+    assert devices == ["cpu", "cuda"] * 3
+    assert " on cpu)" in runner.invoke(app, [*commands[0], "--device", "cpu"]).output
+
+
+def test_device_that_is_absent_or_unknown_exits_2_naming_it(commands, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for command in commands:
+        for device, message in (("cuda", "--device=cuda: torch sees no CUDA device"),
+                                ("tpu", "--device='tpu': one of auto, cpu, cuda, mps")):
+            out = runner.invoke(app, [*command, "--device", device])
+            assert out.exit_code == 2 and message in " ".join(out.output.split()), out.output

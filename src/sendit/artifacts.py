@@ -100,8 +100,9 @@ def check_version(run_dir: Path) -> None:
                        f"reads; upgrade sendit")
 
 
-def load(run_dir: str | Path):
-    """Rebuild a saved run: (model in eval mode, tokenizer, RunConfig). Validates every file."""
+def load(run_dir: str | Path, device: str = "cpu"):
+    """Rebuild a saved run: (model in eval mode on `device`, a resolved torch device name (see
+    hardware.resolve_device), tokenizer, RunConfig). Validates every file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -130,7 +131,7 @@ def load(run_dir: str | Path):
                 raise RunError(f"{run_dir / ADAPTER_FILE}: {name} has shape {tuple(tensor.shape)}, "
                                f"the model expects {tuple(params[name].shape)}")
             params[name].copy_(tensor)
-    return model.eval(), tokenizer, cfg
+    return model.to(device).eval(), tokenizer, cfg
 
 
 @dataclass
@@ -143,8 +144,8 @@ class Predictor:
     cfg: RunConfig
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> "Predictor":
-        return cls(*load(run_dir))
+    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+        return cls(*load(run_dir, device))
 
     @property
     def label_names(self) -> list[str]:

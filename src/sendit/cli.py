@@ -27,6 +27,7 @@ app.add_typer(data_app, name="data")
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 SetOption = typer.Option(None, "--set", "-s", help="Override a config field: KEY=VALUE, e.g. train.epochs=2")
+DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda | mps; auto: CUDA, then MPS, then the CPU")
 
 
 def _quiet() -> None:
@@ -55,6 +56,13 @@ def _guard(call):
         return call()
     except (ConfigError, DataError, ModelError, RunError) as err:
         _fail(str(err))
+
+
+def _device(requested: str) -> str:
+    """The torch device `--device` names; one it cannot see is an input error (exit 2)."""
+    from sendit.hardware import resolve_device
+
+    return _guard(lambda: resolve_device(requested, "--device"))
 
 
 @app.command()
@@ -240,7 +248,8 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
                  None, help="NAME or NAME:SPLIT; NAME:all is every example. Default: the run's test split; "
                             "for another dataset (or --data-path) its own test split if it has one, else all"),
              data_path: Optional[str] = typer.Option(None, help="File or folder of that dataset"),
-             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write per-example predictions to this CSV")):
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write per-example predictions to this CSV"),
+             device: str = DeviceOption):
     """Evaluate a saved run on a dataset split: metrics, per-class table, confusion matrix."""
     _quiet()
     from dataclasses import replace
@@ -251,7 +260,8 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     from sendit.evaluate import classification_metrics
     from sendit.io import atomic_write_csv
 
-    predictor = _guard(lambda: Predictor.from_run(run))
+    device = _device(device)
+    predictor = _guard(lambda: Predictor.from_run(run, device))
     cfg = predictor.cfg
     data, split = cfg.data, "test"
     if dataset or data_path:
@@ -268,7 +278,7 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     logits, seconds = predictor.logits(encoded)
     metrics = classification_metrics(encoded.labels, logits.argmax(-1), cfg.data.label_names)
     where = f" from {data.path}" if data.path else ""
-    console.print(f"{run} on {data.dataset}:{split}: {len(frame):,} examples{where} ({seconds:.1f} s)")
+    console.print(f"{run} on {data.dataset}:{split}: {len(frame):,} examples{where} ({seconds:.1f} s on {device})")
     for key in ("accuracy", "f1_macro", "f1_weighted", "recall_macro"):
         console.print(f"  {key:<13} {metrics[key]:.4f}")
     console.print(_per_class_and_confusion(metrics, cfg.data.label_names))
@@ -299,7 +309,7 @@ def predict(run: Path = typer.Argument(..., help="A run directory"),
             file: Optional[Path] = typer.Option(None, "--file", "-f", help="One text per line, or CSV/TSV/JSONL"),
             text_column: str = typer.Option("text", help="Text column of a CSV/TSV/JSONL file"),
             output: str = typer.Option("table", "--output", "-o", help="table | csv | jsonl"),
-            batch_size: int = typer.Option(64, min=1)):
+            batch_size: int = typer.Option(64, min=1), device: str = DeviceOption):
     """Label texts with a saved run: label and probability of every class (in the run's train.eval_precision;
     auto: the faster here, measured once)."""
     if output not in OUTPUTS:
@@ -311,8 +321,9 @@ def predict(run: Path = typer.Argument(..., help="A run directory"),
     items = _guard(lambda: read_texts(texts or [], file, text_column, sys.stdin))
     if not items:
         _fail("no texts given: pass TEXT arguments, --file F, or '-' to read stdin")
+    device = _device(device)
     skip_bitsandbytes([run])
-    model, tokenizer, cfg = _guard(lambda: load(run))
+    model, tokenizer, cfg = _guard(lambda: load(run, device))
     with progress(len(items), shown=file is not None) as advance:
         frame = predict_texts(model, tokenizer, cfg, items, batch_size, on_batch=advance)
     if output == "csv":
@@ -336,7 +347,8 @@ def serve(runs: list[str] = typer.Argument(..., help="Run directories, or NAME=D
           max_chars: int = typer.Option(2000, min=1, help="Characters per text"),
           batch_wait_ms: float = typer.Option(5.0, min=0, help="How long a request waits for others to batch with"),
           max_batch: int = typer.Option(64, min=1, help="Texts per forward pass"),
-          naive: bool = typer.Option(False, "--naive", help="Benchmark baseline: one request per forward pass")):
+          naive: bool = typer.Option(False, "--naive", help="Benchmark baseline: one request per forward pass"),
+          device: str = DeviceOption):
     """Serve runs over HTTP (FastAPI): POST /v1/predict, GET /v1/models, GET /health, docs at /docs.
 
     Adapter runs (lora, dora, ia3, prompt_tuning) over one base share it; concurrent requests are batched.
@@ -351,7 +363,7 @@ def serve(runs: list[str] = typer.Argument(..., help="Run directories, or NAME=D
     from sendit.serve import Settings, create_app, parse_runs
 
     skip_bitsandbytes([run_dir for _, run_dir in parse_runs(runs)])
-    settings = Settings(max_texts, max_chars, batch_wait_ms, max_batch, naive)
+    settings = Settings(max_texts, max_chars, batch_wait_ms, max_batch, naive, _device(device))
     server = _guard(lambda: create_app(runs, settings))
     console.print(f"serving {', '.join(server.state.models)} on http://{host}:{port} (API docs: /docs)")
     uvicorn.run(server, host=host, port=port, log_level="warning")

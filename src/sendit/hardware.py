@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from sendit.batching import Encoded, collate
-from sendit.config import ConfigError
+from sendit.config import DEVICES, ConfigError
 from sendit.io import atomic_write_text
 from sendit.measure import matmul_gflops
 from sendit.models import cache_dir
@@ -56,14 +56,17 @@ def mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
-def resolve_device(requested: str) -> str:
-    """The device a run uses: `auto` takes CUDA, then MPS, then the CPU."""
+def resolve_device(requested: str, setting: str = "train.device") -> str:
+    """The device a run uses: `auto` takes CUDA, then MPS, then the CPU. `setting` names where the
+    request came from (`--device` on the command line) in the error for a device torch cannot see."""
+    if requested not in DEVICES:
+        raise ConfigError(f"{setting}={requested!r}: one of {', '.join(DEVICES)}")
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda: torch sees no CUDA device (a CPU-only torch build, or no driver)")
+        raise ConfigError(f"{setting}=cuda: torch sees no CUDA device (a CPU-only torch build, or no driver)")
     if requested == "mps" and not mps_available():
-        raise ConfigError("train.device=mps: torch sees no Apple MPS device (needs Apple silicon and macOS 12.3+)")
+        raise ConfigError(f"{setting}=mps: torch sees no Apple MPS device (needs Apple silicon and macOS 12.3+)")
     return requested
 
 

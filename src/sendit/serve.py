@@ -28,6 +28,7 @@ class Settings:
     batch_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     max_batch: int = 64  # texts per forward pass
     naive: bool = False  # benchmark baseline: one request per forward pass, no waiting
+    device: str = "cpu"  # where the models compute: a resolved torch device name (hardware.resolve_device)
 
 
 @dataclass
@@ -52,8 +53,9 @@ def parse_runs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]:
     return parsed
 
 
-def load_runs(specs: Sequence[str | Path]) -> dict[str, Served]:
-    """Load and validate every run (`artifacts.load`); adapter runs over an equal base share its tensors."""
+def load_runs(specs: Sequence[str | Path], device: str = "cpu") -> dict[str, Served]:
+    """Load and validate every run (`artifacts.load`) onto `device`; adapter runs over an equal base share
+    its tensors."""
     from sendit.artifacts import load
     from sendit.config import ConfigError
     from sendit.methods import METHODS
@@ -63,7 +65,7 @@ def load_runs(specs: Sequence[str | Path]) -> dict[str, Served]:
     for name, run_dir in parse_runs(specs):
         if name in served:
             raise ConfigError(f"two runs are named '{name}' ({served[name].run_dir}, {run_dir}): name them NAME=DIR")
-        model, tokenizer, cfg = load(run_dir)
+        model, tokenizer, cfg = load(run_dir, device)
         base = share_base(model, bases) if METHODS[cfg.method.name].shares_base else None
         served[name] = Served(name, run_dir, model, tokenizer, cfg, base)
     return served
@@ -201,7 +203,7 @@ def create_app(runs: Sequence[str | Path], settings: Settings | None = None):
     from sendit.predict import predict_probabilities
 
     settings = settings or Settings()
-    models = load_runs(runs)
+    models = load_runs(runs, settings.device)
     shared = [s.base for s in models.values() if s.base is not None]
     stats = {"requests": 0, "texts": 0, "forward_passes": 0}
 
