@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from sendit.config import CleanConfig
-from sendit.data.clean import clean_series, clean_text
+from sendit.data.clean import clean_series
+from sendit.textclean import clean_text
 
 DEFAULT = CleanConfig()
 
