@@ -21,6 +21,7 @@ every check has passed: a failed export leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import tempfile
 import time
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sendit.artifacts import METRICS_FILE, Predictor
+from sendit.artifacts import Predictor
 from sendit.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from sendit.data import SOURCES, prepare
 from sendit.decoders import position_ids_from_mask
@@ -83,6 +84,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     reference = predictor.predict(texts, precision="fp32")  # before folding: the run exactly as saved
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would keep the shipped directory from other users
     try:
         manifest = build_export(tmp, predictor, method, run_dir, texts, reference, splits, quantize, max_loss)
         replace_dir(out, tmp)
@@ -134,7 +136,7 @@ def build_export(tmp: Path, predictor: Predictor, method, run_dir: Path, texts: 
     manifest = {
         "format": "onnx", "format_version": EXPORT_FORMAT_VERSION, "opset": OPSET, "precision": "fp32",
         "source": {"run": str(run_dir.resolve()), "method": cfg.method.name, "model": cfg.model.name,
-                   "dataset": cfg.data.dataset, "metrics": METRICS_FILE},
+                   "dataset": cfg.data.dataset},
         "label_names": list(cfg.data.label_names), "max_length": cfg.model.max_length,
         "clean": dataclasses.asdict(cfg.data.clean) if source.clean else None,
         "pad_token_id": tokenizer.pad_token_id, "left_pad": left_pad, "inputs": list(INPUT_NAMES),
@@ -176,8 +178,12 @@ def quantize_int8(path: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared, quantized = path.with_name("prepared.onnx"), path.with_name("int8.onnx")
-    quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)  # symbolic inference fails on these graphs
-    quantize_dynamic(prepared, quantized, per_channel=True, weight_type=QuantType.QInt8)
+    logging.disable(logging.INFO)  # the quantizer logs each tensor it leaves in float, on the root logger
+    try:
+        quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)  # symbolic inference fails here
+        quantize_dynamic(prepared, quantized, per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
     prepared.unlink()
     quantized.replace(path)
 
