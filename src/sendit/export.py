@@ -7,8 +7,12 @@
 2. Trace it with torch.onnx's TorchScript exporter (`dynamo=False`): on torch 2.13 + transformers 5
    it exports every tiny architecture in about a second; the dynamo exporter took 23 s for the same
    tiny BERT with the same logits. Opset 17, batch and sequence axes dynamic.
-3. `--quantize int8`: ONNX Runtime's dynamic quantization (int8 weights per output channel, int8
-   activations scaled per batch at run time), after its recommended pre-processing.
+3. `--quantize int8`: ONNX Runtime's dynamic quantization (int8 weights per output channel, uint8
+   activations scaled per batch at run time), after its recommended pre-processing. Measured on a
+   minilm run (benchmarks/results/deploy.md), static QDQ quantization calibrated on the run's
+   validation texts lost: with every op quantized accuracy fell to chance, with MatMul/Gemm alone it
+   kept accuracy within a point but ran 0.7x as fast as dynamic at 2.5x the size. The activation
+   scale is the batch's, so an int8 prediction can change with its batch-mates (fp32 ones cannot).
 4. Check the export against the torch model on the run's validation texts, plus a few raw texts that
    cleaning changes: fp32 must give every prediction identical and logits within FP32_TOLERANCE;
    int8 must lose at most `max_loss` points of validation accuracy (agreement is reported).
