@@ -42,10 +42,6 @@ def held_out(cfg, n: int):
     return used.test, pd.concat(pool).sample(n=min(n, sum(map(len, pool))), random_state=0)
 
 
-def best_rate(run, n: int, repeats: int = 2) -> float:
-    return max(n / run() for _ in range(repeats))
-
-
 def cold_predict(directory: Path, repeats: int = 3) -> float:
     sendit = Path(sys.executable).with_name("sendit")
     command = [str(sendit), "predict", str(directory), TEXT] if sendit.exists() else [
@@ -81,20 +77,10 @@ def main() -> None:
         results = {}
         for split, frame in (("test", test), ("held_out", extra)):
             texts, labels = frame["text"].tolist(), frame["label"].to_numpy()
-            if isinstance(predictor, Predictor):
-                encoded = predictor.encode(predictor.clean(texts))
-                logits = predictor.logits(encoded, 64, "fp32")[0]
-                rate = best_rate(lambda: predictor.logits(encoded, 64, "fp32")[1], len(texts))
-            else:
-                encoded = predictor.encode(predictor.clean(texts))
-                logits = predictor.logits(encoded, 64)
-
-                def timed():
-                    started = time.perf_counter()
-                    predictor.logits(encoded, 64)
-                    return time.perf_counter() - started
-
-                rate = best_rate(timed, len(texts))
+            encoded = predictor.encode(predictor.clean(texts))
+            precision = {"precision": "fp32"} if isinstance(predictor, Predictor) else {}
+            logits = predictor.logits(encoded, 64, **precision)[0]
+            rate = max(len(texts) / predictor.logits(encoded, 64, **precision)[1] for _ in range(2))
             predictions = logits.argmax(1)
             reference.setdefault(split, predictions)
             results[split] = (float((predictions == labels).mean()), float((predictions == reference[split]).mean()),

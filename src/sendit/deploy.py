@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,18 +132,23 @@ class ExportPredictor:
         """Token ids, special tokens included, truncated at the run's max_length; not padded."""
         return [np.asarray(e.ids, dtype=np.int64) for e in self.tokenizer.encode_batch(texts)] if texts else []
 
-    def logits(self, encoded: list[np.ndarray], batch_size: int | None = None, on_batch=None) -> np.ndarray:
-        """The model's own logits (no temperature), one row per text, batched in length order."""
+    def logits(self, encoded: list[np.ndarray], batch_size: int | None = None,
+               on_batch=None) -> tuple[np.ndarray, float]:
+        """(the model's own logits, no temperature, one row per text; seconds the forward passes took),
+        batched in length order, as `Predictor.logits`."""
         batch_size = batch_size or self.manifest["batch_size"]
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         logits = np.empty((len(encoded), len(self.label_names)), dtype=np.float32)
+        seconds = 0.0
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             inputs = padded([encoded[i] for i in index], self.manifest["pad_token_id"], self.manifest["left_pad"])
+            started = time.perf_counter()
             logits[index] = self.session.run(["logits"], inputs)[0]
+            seconds += time.perf_counter() - started
             if on_batch:
                 on_batch(len(index))
-        return logits
+        return logits, seconds
 
     def predict(self, texts: list[str], batch_size: int | None = None, precision: str | None = None,
                 on_batch=None) -> np.ndarray:
@@ -150,4 +156,4 @@ class ExportPredictor:
         `precision` is fixed at export: None or the export's own ("fp32" / "int8")."""
         if precision not in (None, self.manifest["precision"]):
             raise ExportError(f"{self.directory}: exported in {self.manifest['precision']}; cannot run in {precision}")
-        return self.logits(self.encode(self.clean(texts)), batch_size, on_batch) / self.temperature
+        return self.logits(self.encode(self.clean(texts)), batch_size, on_batch)[0] / self.temperature
