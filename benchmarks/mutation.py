@@ -124,7 +124,7 @@ MUTANTS = [
     M("S-notebook-order", "results.py", 'sort_values("best_val_f1", ascending=False', 'sort_values("best_val_f1", ascending=True',
       "the notebook files list the other runs worst first", ("test_study.py",)),
     # -- evaluation and run artifacts ----------------------------------------------------------------------
-    M("E-softmax-axis", "evaluate.py", "shifted / shifted.sum(axis=1, keepdims=True)", "shifted / shifted.sum(axis=0, keepdims=True)",
+    M("E-softmax-axis", "calibration.py", "shifted / shifted.sum(axis=1, keepdims=True)", "shifted / shifted.sum(axis=0, keepdims=True)",
       "softmax normalised over the examples (axis 0) instead of the classes", ("test_predict.py", "test_methods.py")),
     M("R-val-as-test", "run.py", 'predict_logits(model, encoded["test"], cfg.train.eval_batch_size, precision,',
       'predict_logits(model, encoded["val"], cfg.train.eval_batch_size, precision,',

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from sendit.config import CleanConfig, DataConfig
-from sendit.data.clean import clean_examples, clean_like_training, clean_series, clean_text
+from sendit.data.clean import clean_examples, clean_like_training, clean_series
+from sendit.textclean import clean_text
 
 DEFAULT = CleanConfig()
 

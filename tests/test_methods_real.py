@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sendit.artifacts import load
+from sendit.artifacts import Predictor
 from sendit.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
 from sendit.methods import METHODS
 from sendit.run import execute
@@ -17,9 +17,8 @@ def test_method_on_minilm_trains_and_reloads(method, splits, tmp_path):
                     train=TrainConfig(max_steps=2, batch_size=16, bf16=False))
     row = execute(cfg, tmp_path / "run", splits)
     assert np.isfinite(row["test_accuracy"])
-    model, tokenizer, saved = load(tmp_path / "run")
     from sendit.predict import predict_texts
 
-    again = predict_texts(model, tokenizer, saved, splits.test["text"].tolist(), precision="fp32")
+    again = predict_texts(Predictor.from_run(tmp_path / "run"), splits.test["text"].tolist(), precision="fp32")
     stored = pd.read_csv(tmp_path / "run" / "predictions.csv")
-    np.testing.assert_allclose(again["p_positive"].to_numpy(), stored["prob_positive"].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose([row["p_positive"] for row in again], stored["prob_positive"].to_numpy(), atol=1e-5)

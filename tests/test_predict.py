@@ -15,11 +15,12 @@ from conftest import LABELS, eval_probabilities, tiny_data, tiny_run
 from typer.testing import CliRunner
 
 from sendit import artifacts
-from sendit.artifacts import batching_for, load
+from sendit.artifacts import Predictor, batching_for, load
 from sendit.batching import encode
 from sendit.cli import app
 from sendit.data import DataError
-from sendit.evaluate import predict_logits, softmax
+from sendit.calibration import softmax
+from sendit.evaluate import predict_logits
 from sendit.predict import predict_probabilities, read_texts
 
 runner = CliRunner()
@@ -91,11 +92,12 @@ def test_bf16_run_predicts_in_bf16_within_tolerance(runs, tmp_path):
     logits, _ = predict_logits(model, test, cfg.train.eval_batch_size, cfg.train.eval_precision,
                                **vars(batching_for(tokenizer, model)))
     expected = softmax(logits)
-    got = predict_probabilities(model, tokenizer, cfg, frame.text.tolist(), batch_size=7)
+    predictor = Predictor(model, tokenizer, cfg)
+    got = predict_probabilities(predictor, frame.text.tolist(), batch_size=7)
     np.testing.assert_allclose(got, expected, rtol=0, atol=BF16_ATOL)
     clear = np.abs(expected[:, 1] - 0.5) > BF16_ATOL
     assert (got.argmax(1) == expected.argmax(1))[clear].all()
-    fp32 = predict_probabilities(model, tokenizer, cfg, frame.text.tolist(), precision="fp32")
+    fp32 = predict_probabilities(predictor, frame.text.tolist(), precision="fp32")
     assert np.abs(fp32 - got).max() > 1e-6  # bf16 really was used
 
 

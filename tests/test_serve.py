@@ -13,7 +13,7 @@ from conftest import LABELS, eval_probabilities, tiny_data, tiny_run
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from sendit.artifacts import load
+from sendit.artifacts import Predictor
 from sendit.cli import app as cli
 from sendit.predict import predict_probabilities
 from sendit.serve import Settings, create_app, frozen_base, parse_runs
@@ -59,8 +59,7 @@ def test_each_model_answers_exactly_as_its_own_run(server, runs):
     answers = {}
     for name, run in runs.items():
         answers[name] = probabilities(server.post("/v1/predict", json={"texts": texts, "model": name}))
-        model, tokenizer, cfg = load(run)
-        alone = predict_probabilities(model, tokenizer, cfg, texts)
+        alone = predict_probabilities(Predictor.from_run(run), texts)
         np.testing.assert_allclose(answers[name], alone, rtol=0, atol=1e-5)
     for i, a in enumerate(ADAPTERS):
         for b in ADAPTERS[i + 1:]:
@@ -69,8 +68,8 @@ def test_each_model_answers_exactly_as_its_own_run(server, runs):
 
 def test_adapters_over_one_base_hold_one_copy_of_it(server):
     models = server.app.state.models
-    bases = {name: {key: getattr(module, attr) for key, (module, attr) in frozen_base(models[name].model).items()}
-             for name in [*ADAPTERS, "lora_seed2"]}
+    bases = {name: {key: getattr(module, attr) for key, (module, attr) in
+                    frozen_base(models[name].predictor.model).items()} for name in [*ADAPTERS, "lora_seed2"]}
     first = bases["lora_a"]
     assert len(first) > 20 and all(bases[name].keys() == first.keys() for name in bases)
     for name in ADAPTERS[1:]:
@@ -129,8 +128,7 @@ def test_empty_and_odd_texts_are_answered_as_the_run_answers_them(small, runs):
     """Cleaning leaves nothing of the first three texts: each gets the empty text's answer, the run's own."""
     texts = ["", "@user http://t.co/x #tag", "\U0001F600", "a" * 50]
     served = probabilities(small.post("/v1/predict", json={"texts": texts, "model": "ia3"}))
-    model, tokenizer, cfg = load(runs["ia3"])
-    np.testing.assert_allclose(served, predict_probabilities(model, tokenizer, cfg, texts), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(served, predict_probabilities(Predictor.from_run(runs["ia3"]), texts), rtol=0, atol=1e-5)
     np.testing.assert_allclose(served[1:3], served[[0, 0]], rtol=0, atol=1e-6)
     assert np.abs(served[3] - served[0]).max() > 1e-4  # a text the model does read
 

@@ -17,10 +17,12 @@ import pandas as pd
 import torch
 
 from sendit.batching import Encoded
+from sendit.calibration import softmax
 from sendit.config import DataConfig, RunConfig, load_run
 from sendit.data.clean import clean_like_training
 from sendit.data.inputs import encode_inputs
-from sendit.evaluate import predict_logits, softmax
+from sendit.errors import InputError
+from sendit.evaluate import predict_logits
 from sendit.io import atomic_write, atomic_write_json
 from sendit.hardware import Decision, inference_precision, representative_batch
 from sendit.methods import get_method
@@ -33,7 +35,7 @@ METRICS_FILE = "metrics.json"
 EXTRA_PREDICTIONS_FILE = "extra_predictions.csv"  # the source's extra evaluation sets, column `subset`
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run directory that is missing files or whose files fail validation."""
 
 

@@ -47,14 +47,11 @@ def _fail(message: str) -> None:
 
 def _guard(call):
     """Run `call`, turning our own input errors into one clear line and exit code 2."""
-    from sendit.config import ConfigError
-    from sendit.data import DataError
-    from sendit.models import ModelError
-    from sendit.artifacts import RunError
+    from sendit.errors import InputError
 
     try:
         return call()
-    except (ConfigError, DataError, ModelError, RunError) as err:
+    except InputError as err:
         _fail(str(err))
 
 
@@ -304,43 +301,65 @@ OUTPUTS = ("table", "csv", "jsonl")
 
 
 @app.command()
-def predict(run: Path = typer.Argument(..., help="A run directory"),
+def predict(run: Path = typer.Argument(..., help="A run directory, or an export (`sendit export`)"),
             texts: Optional[list[str]] = typer.Argument(None, help="Texts to label; '-' reads stdin"),
             file: Optional[Path] = typer.Option(None, "--file", "-f", help="One text per line, or CSV/TSV/JSONL"),
             text_column: str = typer.Option("text", help="Text column of a CSV/TSV/JSONL file"),
             output: str = typer.Option("table", "--output", "-o", help="table | csv | jsonl"),
             batch_size: int = typer.Option(64, min=1), device: str = DeviceOption):
-    """Label texts with a saved run: label and probability of every class (in the run's train.eval_precision;
-    auto: the faster here, measured once)."""
+    """Label texts with a saved run or an export: label and probability of every class (a run: in its
+    train.eval_precision, auto: the faster here, measured once; an export: its calibrated probabilities)."""
     if output not in OUTPUTS:
         _fail(f"--output {output!r}: one of {', '.join(OUTPUTS)}")
     _quiet()
-    from sendit.artifacts import load
-    from sendit.predict import predict_texts, progress, read_texts, skip_bitsandbytes
+    from sendit.predict import open_predictor, predict_texts, progress, read_texts, skip_bitsandbytes, write_rows
 
     items = _guard(lambda: read_texts(texts or [], file, text_column, sys.stdin))
     if not items:
         _fail("no texts given: pass TEXT arguments, --file F, or '-' to read stdin")
-    device = _device(device)
     skip_bitsandbytes([run])
-    model, tokenizer, cfg = _guard(lambda: load(run, device))
+    predictor = _guard(lambda: open_predictor(run, device))
     with progress(len(items), shown=file is not None) as advance:
-        frame = predict_texts(model, tokenizer, cfg, items, batch_size, on_batch=advance)
-    if output == "csv":
-        sys.stdout.write(frame.to_csv(index=False))
-    elif output == "jsonl":
-        sys.stdout.write(frame.to_json(orient="records", lines=True, force_ascii=False).rstrip("\n") + "\n")
+        rows = predict_texts(predictor, items, batch_size, on_batch=advance)
+    if output != "table":
+        write_rows(rows, output, sys.stdout)
     else:
         from rich.table import Table
 
-        table = Table(*frame.columns)
-        for row in frame.itertuples(index=False):
-            table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+        table = Table(*rows[0])
+        for row in rows:
+            table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
         console.print(table)
 
 
 @app.command()
-def serve(runs: list[str] = typer.Argument(..., help="Run directories, or NAME=DIR to name a model"),
+def export(run: Path = typer.Argument(..., help="A run directory"),
+           out: Path = typer.Option(..., "--out", "-o", help="Export directory (written whole, or not at all)"),
+           fmt: str = typer.Option("onnx", "--format", help="onnx"),
+           quantize: str = typer.Option("none", help="none | int8 (ONNX Runtime dynamic, per channel)"),
+           force: bool = typer.Option(False, "--force", help="Replace a non-empty export directory"),
+           max_loss: float = typer.Option(1.0, "--max-loss", metavar="POINTS",
+                                          help="int8: refuse if validation accuracy drops by more points")):
+    """Export a run for CPUs without torch: adapter folded in, ONNX (optionally int8), tokenizer, calibrated
+    temperature; checked against the run on its validation texts. `sendit predict` and `serve` read it."""
+    _quiet()
+    from sendit.export import export_run
+
+    manifest = _guard(lambda: export_run(run, out, fmt, quantize, force, max_loss))
+    check, calibration = manifest["check"], manifest["calibration"]
+    console.print(f"{run} -> {out}: {manifest['format']} {manifest['precision']}, "
+                  f"{manifest['bytes']['model.onnx'] / 1e6:.1f} MB, checked on {check['texts']:,} texts")
+    console.print(f"  fp32 graph: predictions identical, max |logit difference| {check['fp32']['max_abs_logit_diff']:.1e}")
+    if "int8" in check:
+        int8 = check["int8"]
+        console.print(f"  int8: validation accuracy {int8['val_accuracy_torch']:.4f} -> {int8['val_accuracy_int8']:.4f} "
+                      f"({-int8['loss_points']:+.2f} points), agreement with torch {int8['agreement']:.2%}")
+    console.print(f"  temperature {calibration['temperature']:.3f}: validation ECE {calibration['val_ece_before']:.4f} "
+                  f"-> {calibration['val_ece_after']:.4f}")
+
+
+@app.command()
+def serve(runs: list[str] = typer.Argument(..., help="Run or export directories, or NAME=DIR to name a model"),
           host: str = typer.Option("127.0.0.1", help="Interface to listen on; 0.0.0.0 exposes it to the network"),
           port: int = typer.Option(8000),
           max_texts: int = typer.Option(256, min=1, help="Texts per request"),
@@ -349,7 +368,7 @@ def serve(runs: list[str] = typer.Argument(..., help="Run directories, or NAME=D
           max_batch: int = typer.Option(64, min=1, help="Texts per forward pass"),
           naive: bool = typer.Option(False, "--naive", help="Benchmark baseline: one request per forward pass"),
           device: str = DeviceOption):
-    """Serve runs over HTTP (FastAPI): POST /v1/predict, GET /v1/models, GET /health, docs at /docs.
+    """Serve runs and exports over HTTP (FastAPI): POST /v1/predict, GET /v1/models, GET /health, docs at /docs.
 
     Adapter runs (lora, dora, ia3, prompt_tuning) over one base share it; concurrent requests are batched.
     """
@@ -363,7 +382,7 @@ def serve(runs: list[str] = typer.Argument(..., help="Run directories, or NAME=D
     from sendit.serve import Settings, create_app, parse_runs
 
     skip_bitsandbytes([run_dir for _, run_dir in parse_runs(runs)])
-    settings = Settings(max_texts, max_chars, batch_wait_ms, max_batch, naive, _device(device))
+    settings = Settings(max_texts, max_chars, batch_wait_ms, max_batch, naive, device)
     server = _guard(lambda: create_app(runs, settings))
     console.print(f"serving {', '.join(server.state.models)} on http://{host}:{port} (API docs: /docs)")
     uvicorn.run(server, host=host, port=port, log_level="warning")

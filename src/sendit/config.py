@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from sendit.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A config file or override that cannot be used; the message names the file and field."""
 
 

@@ -59,11 +59,6 @@ def predict_logits(model, encoded: Encoded, batch_size: int, precision: str, pad
     return logits, timer.seconds
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, label_names: list[str]) -> dict:
     """The metrics every run reports; per-class and confusion matrix use all classes, seen or not."""
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sendit.errors import InputError
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Modules that map pooled features to logits, by the names transformers gives them. Every
@@ -22,7 +24,7 @@ HEAD_MODULE_NAMES = ("pre_classifier", "classifier", "score")
 TINY_SIZES = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model name or directory that cannot be loaded."""
 
 

@@ -1,32 +1,59 @@
-"""Label new texts with a saved run, cleaned exactly as its training data was."""
+"""Label new texts with a saved run or an export, cleaned exactly as its training data was.
+
+Nothing here imports torch: a run's torch `Predictor` is imported only when a run (not an export) is opened.
+"""
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from sendit.artifacts import Predictor
-from sendit.evaluate import softmax
+from sendit.calibration import softmax
+from sendit.deploy import ExportError, ExportPredictor, is_export
 
 
-def predict_probabilities(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, precision: str | None = None,
+def open_predictor(path: str | Path, device: str = "auto"):
+    """A run's `artifacts.Predictor` (torch, on `device`) or an export's `deploy.ExportPredictor` (no
+    torch, ONNX Runtime on the CPU), by what the directory holds; both label texts the same way."""
+    if is_export(path):
+        if device not in ("auto", "cpu"):
+            raise ExportError(f"{path}: an export runs on the CPU (ONNX Runtime); device {device!r} applies to runs")
+        return ExportPredictor.from_export(path)
+    # Here, not above: opening an export must not import torch.
+    from sendit.artifacts import Predictor
+    from sendit.hardware import resolve_device
+
+    return Predictor.from_run(path, resolve_device(device, "--device"))
+
+
+def predict_probabilities(predictor, texts: list[str], batch_size: int = 64, precision: str | None = None,
                           on_batch=None) -> np.ndarray:
     """Class probabilities, one row per text: cleaned, tokenised and batched by length as in evaluation."""
-    return softmax(Predictor(model, tokenizer, cfg).predict(texts, batch_size, precision, on_batch))
+    return softmax(predictor.predict(texts, batch_size, precision, on_batch))
 
 
-def predict_texts(model, tokenizer, cfg, texts: list[str], batch_size: int = 64, precision: str | None = None,
-                  on_batch=None) -> pd.DataFrame:
-    """One row per text: label and the probability of every class."""
-    probs = predict_probabilities(model, tokenizer, cfg, texts, batch_size, precision, on_batch)
-    names = cfg.data.label_names
-    frame = pd.DataFrame({"text": texts, "label": [names[i] for i in probs.argmax(-1)]})
-    for i, name in enumerate(names):
-        frame[f"p_{name}"] = probs[:, i]
-    return frame
+def predict_texts(predictor, texts: list[str], batch_size: int = 64, precision: str | None = None,
+                  on_batch=None) -> list[dict]:
+    """One row per text: text, label and the probability of every class (`p_<label>`). Plain rows, not a
+    DataFrame: importing pandas would double the start-up of `sendit predict` on an export."""
+    probs = predict_probabilities(predictor, texts, batch_size, precision, on_batch)
+    names = predictor.label_names
+    return [{"text": text, "label": names[row.argmax()], **{f"p_{name}": float(p) for name, p in zip(names, row)}}
+            for text, row in zip(texts, probs)]
+
+
+def write_rows(rows: list[dict], output: str, stream) -> None:
+    """`predict_texts` rows as CSV (with a header) or JSON lines."""
+    if output == "csv":
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        stream.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 @contextmanager
@@ -48,8 +75,11 @@ def skip_bitsandbytes(run_dirs) -> None:
 
     peft imports bitsandbytes whenever it is installed (the `qlora` and `dev` extras); only QLoRA
     runs use it. Call this in a process that only predicts: once peft is imported without it,
-    QLoRA runs cannot be loaded in the same process. No-op once peft is imported.
+    QLoRA runs cannot be loaded in the same process. No-op once peft is imported, and for exports (no peft).
     """
+    run_dirs = [run_dir for run_dir in run_dirs if not is_export(run_dir)]
+    if "peft" in sys.modules or not run_dirs:
+        return
     from sendit.config import ConfigError, load_run
     from sendit.methods import METHODS
 
@@ -60,7 +90,7 @@ def skip_bitsandbytes(run_dirs) -> None:
             return True  # unreadable: leave everything as is and let `load` report it
         return method not in METHODS or METHODS[method].needs_bitsandbytes
 
-    if "peft" not in sys.modules and not any(needs_bitsandbytes(run_dir) for run_dir in run_dirs):
+    if not any(needs_bitsandbytes(run_dir) for run_dir in run_dirs):
         sys.modules.setdefault("bitsandbytes", None)  # `import bitsandbytes` now raises ImportError
 
 
@@ -80,6 +110,8 @@ def read_texts(arguments: list[str], file, text_column: str, stdin) -> list[str]
 def _read_file(path: Path, text_column: str) -> list[str]:
     """Texts kept verbatim: a tweet reading "NA" or "1.50" stays that string and an empty cell an empty
     text, so output rows line up with the file's rows."""
+    import pandas as pd
+
     from sendit.data import DataError
 
     if not path.is_file():

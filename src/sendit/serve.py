@@ -1,4 +1,5 @@
-"""Serve saved runs over HTTP: `POST /v1/predict`, `GET /v1/models`, `GET /health` (FastAPI, OpenAPI at /docs).
+"""Serve saved runs and exports over HTTP: `POST /v1/predict`, `GET /v1/models`, `GET /health` (FastAPI, OpenAPI
+at /docs). An export (`sendit export`) is served by ONNX Runtime; a server of exports only never imports torch.
 
 Memory: adapter runs (LoRA, DoRA, IA3, prompt tuning) leave the base model frozen, so runs over
 the same base hold one copy of it. PEFT refuses to put adapters of different types (LoRA and IA3)
@@ -28,18 +29,18 @@ class Settings:
     batch_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     max_batch: int = 64  # texts per forward pass
     naive: bool = False  # benchmark baseline: one request per forward pass, no waiting
-    device: str = "cpu"  # where the models compute: a resolved torch device name (hardware.resolve_device)
+    device: str = "auto"  # where runs compute (auto | cpu | cuda | mps); exports always on the CPU
 
 
 @dataclass
 class Served:
-    """One model the server answers for: a run, loaded."""
+    """One model the server answers for: a run or an export, loaded."""
 
     name: str
     run_dir: Path
-    model: Any
-    tokenizer: Any
-    cfg: Any
+    predictor: Any  # artifacts.Predictor (a run) or deploy.ExportPredictor (an export)
+    method: str
+    base_model: str
     base: int | None  # index of the shared frozen base (adapter runs); None: weights of its own
 
 
@@ -53,21 +54,28 @@ def parse_runs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]:
     return parsed
 
 
-def load_runs(specs: Sequence[str | Path], device: str = "cpu") -> dict[str, Served]:
-    """Load and validate every run (`artifacts.load`) onto `device`; adapter runs over an equal base share
-    its tensors."""
-    from sendit.artifacts import load
+def load_runs(specs: Sequence[str | Path], device: str = "auto") -> dict[str, Served]:
+    """Load and validate every run (onto `device`) and export (ONNX Runtime, CPU); adapter runs over an
+    equal base share its tensors."""
     from sendit.config import ConfigError
-    from sendit.methods import METHODS
+    from sendit.deploy import ExportPredictor
+    from sendit.predict import open_predictor
 
     served: dict[str, Served] = {}
     bases: list[dict] = []
     for name, run_dir in parse_runs(specs):
         if name in served:
             raise ConfigError(f"two runs are named '{name}' ({served[name].run_dir}, {run_dir}): name them NAME=DIR")
-        model, tokenizer, cfg = load(run_dir, device)
-        base = share_base(model, bases) if METHODS[cfg.method.name].shares_base else None
-        served[name] = Served(name, run_dir, model, tokenizer, cfg, base)
+        predictor = open_predictor(run_dir, device)
+        if isinstance(predictor, ExportPredictor):  # its own ONNX Runtime session
+            source = predictor.manifest["source"]
+            served[name] = Served(name, run_dir, predictor, source["method"], source["model"], None)
+            continue
+        from sendit.methods import METHODS  # torch: only once a run (not an export) is served
+
+        cfg = predictor.cfg
+        base = share_base(predictor.model, bases) if METHODS[cfg.method.name].shares_base else None
+        served[name] = Served(name, run_dir, predictor, cfg.method.name, cfg.model.name, base)
     return served
 
 
@@ -211,10 +219,9 @@ def create_app(runs: Sequence[str | Path], settings: Settings | None = None):
         stats["forward_passes"] += 1
 
     def run(name: str, texts: list[str]) -> list[dict]:
-        served = models[name]
-        labels = served.cfg.data.label_names
-        probs = predict_probabilities(served.model, served.tokenizer, served.cfg, texts, settings.max_batch,
-                                      on_batch=count_pass)
+        predictor = models[name].predictor
+        labels = predictor.label_names
+        probs = predict_probabilities(predictor, texts, settings.max_batch, on_batch=count_pass)
         return [{"label": labels[row.argmax()], "probabilities": dict(zip(labels, row.tolist()))} for row in probs]
 
     batcher = Batcher(run, settings.batch_wait_ms / 1000, settings.max_batch, settings.naive)
@@ -270,8 +277,8 @@ def create_app(runs: Sequence[str | Path], settings: Settings | None = None):
     @app.get("/v1/models", response_model=dict[str, list[ModelInfo]])
     async def list_models():
         """Every served model, and whether it shares its base weights with others."""
-        return {"models": [{"name": s.name, "method": s.cfg.method.name, "base_model": s.cfg.model.name,
-                            "labels": s.cfg.data.label_names, "shared_base": shared.count(s.base) > 1}
+        return {"models": [{"name": s.name, "method": s.method, "base_model": s.base_model,
+                            "labels": s.predictor.label_names, "shared_base": shared.count(s.base) > 1}
                            for s in models.values()]}
 
     @app.get("/health")
