@@ -184,3 +184,9 @@ def test_a_server_mixes_exports_and_runs(lora):
     expected = softmax(open_predictor(export_dir).predict(texts))
     got = np.array([[p["probabilities"][name] for name in LABELS] for p in answers["onnx"]])
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_an_export_asked_for_a_gpu_device_exits_2_naming_it(lora):
+    _, export_dir = lora
+    out = runner.invoke(app, ["predict", str(export_dir), "so happy", "--device", "cuda"])
+    assert out.exit_code == 2 and "an export runs on the CPU" in " ".join(out.output.split()), out.output
