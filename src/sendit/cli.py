@@ -142,7 +142,8 @@ def _print_statistics(directory: Path) -> None:
     console.print(table)
     for row in pairs.itertuples():
         size = f" (n = {row.train_size:,})" if sized else ""
-        console.print(f"  {row.method_a} vs {row.method_b}{size}: {row.verdict}")
+        pair = f"{row.method_a} vs {row.method_b}"
+        console.print(f"  {pair}{size}: {row.verdict.removeprefix(pair + ': ')}")  # a tie's verdict names the pair
 
 
 def _label_names(directory: Path) -> list[str]:
