@@ -32,7 +32,7 @@ from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = "/work/main/.venv/bin/python"
-COPIED = ["src", "configs", "pyproject.toml", "README.md", "Makefile"]  # tests/ from --tests-from; test_readme reads the last two
+COPIED = ["src", "configs", "benchmarks", "pyproject.toml", "README.md", "Makefile"]  # tests/ from --tests-from; test_readme reads README and Makefile, test_gpu_check runs benchmarks/gpu_check.py
 
 
 class Mutant(NamedTuple):
@@ -79,22 +79,21 @@ MUTANTS = [
       "every config number is coerced to float (batch_size 16 -> 16.0)", ("test_config.py", "test_study.py")),
     # -- training loop -------------------------------------------------------------------------------------
     M("T-clip-after-step", "train.py",
-      "                if cfg.grad_clip:\n                    acc.clip_grad_norm_(params, cfg.grad_clip)\n"
-      "                if scaler:\n                    scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then shrinks\n"
-      "                    scaler.update()\n                else:\n                    optimizer.step()\n",
-      "                if scaler:\n                    scaler.step(optimizer)  # skipped when a gradient overflowed; the scale then shrinks\n"
-      "                    scaler.update()\n                else:\n                    optimizer.step()\n"
-      "                if cfg.grad_clip:\n                    acc.clip_grad_norm_(params, cfg.grad_clip)\n",
+      "        if trainer.cfg.grad_clip:\n            acc.clip_grad_norm_(self.params, trainer.cfg.grad_clip)\n"
+      "        if scaler:\n            scaler.step(self.optimizer)  # skipped when a gradient overflowed; the scale then shrinks\n"
+      "            scaler.update()\n        else:\n            self.optimizer.step()\n",
+      "        if scaler:\n            scaler.step(self.optimizer)  # skipped when a gradient overflowed; the scale then shrinks\n"
+      "            scaler.update()\n        else:\n            self.optimizer.step()\n"
+      "        if trainer.cfg.grad_clip:\n            acc.clip_grad_norm_(self.params, trainer.cfg.grad_clip)\n",
       "gradients are clipped after the optimizer step: clipping has no effect", ("test_methods.py",)),
     M("T-warmup-steps", "train.py", "num_warmup_steps=int(self.cfg.warmup_ratio * total)",
       "num_warmup_steps=int(self.cfg.warmup_ratio)", "warmup_ratio used as a step count: no warmup at all",
       ("test_methods.py",)),
     M("T-no-zero-grad", "train.py",
-      "                scheduler.step()\n                optimizer.zero_grad(set_to_none=True)\n"
-      "                loss_sum += loss.detach().float()",
-      "                scheduler.step()\n                loss_sum += loss.detach().float()",
+      "            self.optimizer.step()\n        self.scheduler.step()\n        self.optimizer.zero_grad(set_to_none=True)\n",
+      "            self.optimizer.step()\n        self.scheduler.step()\n",
       "end-to-end training never zeroes the gradients: they accumulate over steps", ("test_methods.py",)),
-    M("T-max-steps", "train.py", "min(total, self.cfg.max_steps)", "max(total, self.cfg.max_steps)",
+    M("T-max-steps", "train.py", "min(total, cfg.max_steps)", "max(total, cfg.max_steps)",
       "max_steps raises the step count instead of capping it", ("test_methods.py", "test_speed_switches.py")),
     M("T-unseeded-order", "train.py", "self.rng = np.random.default_rng(cfg.seed)", "self.rng = np.random.default_rng()",
       "the batch order is not seeded: runs are not reproducible", ("test_resume.py", "test_speed_switches.py")),
