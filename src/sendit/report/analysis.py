@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from sendit.config import ConfigError
 from sendit.methods.base import display_name, is_baseline
 from sendit.stats import format_p
-from sendit.results import ALPHA, METRICS, best_per_method, collect, write_statistics
+from sendit.results import ALPHA, METRICS, best_per_method, collect, selection_metric, write_statistics
 
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
@@ -43,6 +44,7 @@ class Study:
     methods: list[str]  # in the study config's order (cheapest first), not alphabetical
     label_names: list[str]
     info: dict  # dataset, model, data_stats
+    selection: str  # the metric runs kept their checkpoints by and the study selected on (results.csv)
 
     @cached_property
     def best(self) -> pd.DataFrame:
@@ -78,6 +80,10 @@ def load_study(directory: str | Path) -> Study:
         raise ReportError(f"{directory / 'results.csv'}: no finished runs yet")
     if "config_id" not in results:  # written before runs had configuration ids: rebuild from the runs
         results = collect(directory, results["run_id"].tolist())
+    try:
+        selection = selection_metric(results)
+    except ConfigError as err:
+        raise ReportError(f"{directory / 'results.csv'}: {err}") from None
     config = yaml.safe_load((directory / "config.yaml").read_text()) if (directory / "config.yaml").is_file() else {}
     config = config or {}
     present = list(dict.fromkeys(results["method"]))
@@ -88,7 +94,7 @@ def load_study(directory: str | Path) -> Study:
     info = {"dataset": config.get("data", {}).get("dataset"), "model": config.get("model", {}).get("name"),
             "data_stats": metrics.get("data_stats", {}), "provenance": metrics.get("provenance")}
     return Study(directory, config.get("name") or directory.name, results, methods,
-                 list(metrics["label_names"]), info)
+                 list(metrics["label_names"]), info, selection)
 
 
 def size_column(results: pd.DataFrame) -> str | None:

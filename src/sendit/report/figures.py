@@ -22,8 +22,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
+from sendit.config import SELECTION_METRICS
 from sendit.report.analysis import Report, pareto_set, pretty, size_column
-from sendit.results import select
+from sendit.results import select, validation_scores
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -316,8 +317,9 @@ def confusion_matrices(report: Report, style: dict[str, Style]):
     for ax in axes[len(methods):]:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes[:len(methods)].tolist(), label="share of the true class (%)", shrink=0.8)
-    caption = ("Confusion matrices on the test set, selected run of each method (by validation macro-F1): each cell "
-               "is the share of its true class (row) and the count of examples.")
+    caption = (f"Confusion matrices on the test set, selected run of each method (by validation "
+               f"{SELECTION_METRICS[report.study.selection]}): each cell is the share of its true class (row) and "
+               "the count of examples.")
     return fig, caption
 
 
@@ -345,12 +347,13 @@ def f1_vs_size(report: Report, style: dict[str, Style]):
 
 def grid_heatmaps(report: Report, style: dict[str, Style]):
     """The learning rate x batch size grid of each method that tried more than one, on its largest training set."""
-    grids = {}
-    for method, runs in report.study.results.groupby("method", sort=False):
+    grids, metric = {}, SELECTION_METRICS[report.study.selection]
+    results = report.study.results
+    for method, runs in results.assign(score=validation_scores(results)).groupby("method", sort=False):
         runs = runs[runs["train_size"] == runs["train_size"].max()]
         if len(runs[["lr", "batch_size"]].drop_duplicates()) > 1:
             scores = runs.groupby("config_id").agg(lr=("lr", "first"), batch_size=("batch_size", "first"),
-                                                   score=("best_val_f1", "mean"))  # mean over seeds
+                                                   score=("score", "mean"))  # mean over seeds
             grids[method] = 100 * scores.pivot_table(index="lr", columns="batch_size", values="score", aggfunc="max")
     if not grids:
         return None
@@ -370,9 +373,9 @@ def grid_heatmaps(report: Report, style: dict[str, Style]):
         ax.set_ylabel("learning rate")
         ax.grid(False)
         ax.set_title(pretty(method))
-        fig.colorbar(image, ax=ax, label="validation macro-F1 (%)")
-    return fig, ("The hyperparameter grid: validation macro-F1 of each learning rate and batch size, mean over "
-                 "seeds (the best over any other setting), on the largest training set.")
+        fig.colorbar(image, ax=ax, label=f"validation {metric} (%)")
+    return fig, (f"The hyperparameter grid: validation {metric} (the selection metric) of each learning rate and "
+                 "batch size, mean over seeds (the best over any other setting), on the largest training set.")
 
 
 # (file name, title, draw) in page order: the trade-off first, then the detail behind it.
