@@ -120,7 +120,7 @@ MUTANTS = [
       "shared = group",
       "configurations are ranked over all their seeds: the re-run best's extra seeds tilt the ranking",
       ("test_study.py",)),
-    M("S-select-on-test", "results.py", "scores = validation_scores(results)\n", 'scores = results["test_f1_macro"]\n',
+    M("S-select-on-test", "results.py", "scores = selection_scores(results)\n", 'scores = results["test_f1_macro"]\n',
       "configurations are chosen on test macro-F1 instead of validation", ("test_study.py", "test_report.py")),
     M("S-select-on-f1", "results.py",
       'if selection_metric(results) == "f1_macro":\n        return results["best_val_f1"]', 'return results["best_val_f1"]',

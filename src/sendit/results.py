@@ -53,9 +53,9 @@ def selection_metric(results: pd.DataFrame) -> str:
     return metrics.pop() if metrics else DEFAULT_METRIC
 
 
-def validation_scores(results: pd.DataFrame) -> pd.Series:
-    """Each run's score on the selection metric at its kept checkpoint. Macro-F1's is best_val_f1, the
-    column results written before `best_val_score` have, so those rank exactly as they did."""
+def selection_scores(results: pd.DataFrame) -> pd.Series:
+    """Each run's score on the selection metric at its kept checkpoint. Macro-F1's is best_val_f1 (a run's
+    best_val_score, where it has one): results written before that column rank exactly as they did."""
     if selection_metric(results) == "f1_macro":
         return results["best_val_f1"]
     return results["best_val_score"]
@@ -64,7 +64,7 @@ def validation_scores(results: pd.DataFrame) -> pd.Series:
 def select(results: pd.DataFrame) -> pd.DataFrame:
     """Per method and training-set size, the best configuration's best run; test columns are never read.
 
-    Configurations are ranked by their mean validation score (`validation_scores`: the study's
+    Configurations are ranked by their mean validation score (`selection_scores`: the study's
     selection metric) over the seeds they all ran (the grid seeds, so the extra seeds of a re-run best
     do not tilt the ranking); within the winner, the run with the best validation score is the one the
     notebook files describe and McNemar compares. Ties: first listed.
@@ -73,7 +73,7 @@ def select(results: pd.DataFrame) -> pd.DataFrame:
         return results
     if "config_id" not in results:  # a bare table, e.g. `sendit train`'s row: each run its own configuration
         results = results.assign(config_id=results.index.astype(str), train_size=results.get("train_size"))
-    scores = validation_scores(results)
+    scores = selection_scores(results)
     chosen = []
     for _, group in results.groupby(["method", "train_size"], sort=False, dropna=False):
         seeds = group.groupby("config_id", sort=False)["seed"].apply(set)
@@ -126,7 +126,7 @@ def write_results(directory: Path, run_ids: list[str] | None = None) -> pd.DataF
     for method, best in best_per_method(results).iterrows():
         group = results[results["method"] == method]
         others = group[group["run_id"] != best["run_id"]]
-        others = others.loc[validation_scores(others).sort_values(ascending=False, kind="stable").index]
+        others = others.loc[selection_scores(others).sort_values(ascending=False, kind="stable").index]
         ranked = pd.concat([group[group["run_id"] == best["run_id"]], others])  # first row: the chosen run
         atomic_write_csv(directory / f"{method}_results.csv",
                          ranked[NOTEBOOK_COLUMNS + [c for c in ranked.columns if c not in NOTEBOOK_COLUMNS]])
@@ -159,7 +159,7 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
                  "seeds": runs["seed"].tolist()}
         for column in ("best_val_f1", "test_accuracy", "test_f1_macro"):
             entry[f"{column}_mean"], entry[f"{column}_std"] = mean_std(runs[column])
-        entry["best_val_score_mean"], entry["best_val_score_std"] = mean_std(validation_scores(runs))
+        entry["best_val_score_mean"], entry["best_val_score_std"] = mean_std(selection_scores(runs))
         configurations.append(entry)
 
     summary = []

@@ -27,7 +27,7 @@ from sendit.hardware import inference_precision, representative_batch, resolve_d
 from sendit.measure import file_mb, memory_kind, memory_mb, peak_memory_mb, peak_reserved_mb, reset_peak_memory
 from sendit.models import count_parameters
 from sendit.provenance import provenance
-from sendit.train import VALIDATION_COLUMNS, Batching, LossHook, ProgressHook, Trainer, validation_scores
+from sendit.train import VALIDATION_COLUMNS, Batching, LossHook, ProgressHook, Trainer, epoch_log_scores
 
 
 def seed_everything(seed: int) -> None:
@@ -127,7 +127,7 @@ def _final_validation(model, val: Encoded, cfg: RunConfig, precision: str, batch
     if len(val) == 0:
         return {**dict.fromkeys(VALIDATION_COLUMNS.values(), float("nan")), "epoch": cfg.train.epochs}
     logits, _ = predict_logits(model, val, cfg.train.eval_batch_size, precision, **vars(batching))
-    return {**validation_scores(classification_metrics(val.labels, logits.argmax(-1), cfg.data.label_names)),
+    return {**epoch_log_scores(classification_metrics(val.labels, logits.argmax(-1), cfg.data.label_names)),
             "epoch": 0}
 
 

@@ -52,7 +52,7 @@ class Batching:
 VALIDATION_COLUMNS = {"accuracy": "val_accuracy", "f1_macro": "val_f1", "recall_macro": "val_recall_macro"}
 
 
-def validation_scores(metrics: dict) -> dict[str, float]:
+def epoch_log_scores(metrics: dict) -> dict[str, float]:
     """The validation scores among `metrics` (classification_metrics' result) under their epoch-log names."""
     return {column: metrics[key] for key, column in VALIDATION_COLUMNS.items() if key in metrics}
 
@@ -197,7 +197,7 @@ class Trainer:
 
     def _record(self, row: dict, predictions: np.ndarray, labels: np.ndarray) -> None:
         """Score a validation; keep the weights when it beats the best so far."""
-        row.update(validation_scores(classification_metrics(labels, predictions, self.label_names)))
+        row.update(epoch_log_scores(classification_metrics(labels, predictions, self.label_names)))
         self.result.epoch_log.append(row)
         if not self.result.best or row[self.score_column] > self.result.best[self.score_column]:
             self.result.best = row

@@ -24,7 +24,7 @@ from matplotlib.transforms import Bbox
 
 from sendit.config import SELECTION_METRICS
 from sendit.report.analysis import Report, pareto_set, pretty, size_column
-from sendit.results import select, validation_scores
+from sendit.results import select, selection_scores
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -349,7 +349,7 @@ def grid_heatmaps(report: Report, style: dict[str, Style]):
     """The learning rate x batch size grid of each method that tried more than one, on its largest training set."""
     grids, metric = {}, SELECTION_METRICS[report.study.selection]
     results = report.study.results
-    for method, runs in results.assign(score=validation_scores(results)).groupby("method", sort=False):
+    for method, runs in results.assign(score=selection_scores(results)).groupby("method", sort=False):
         runs = runs[runs["train_size"] == runs["train_size"].max()]
         if len(runs[["lr", "batch_size"]].drop_duplicates()) > 1:
             scores = runs.groupby("config_id").agg(lr=("lr", "first"), batch_size=("batch_size", "first"),
