@@ -444,13 +444,22 @@ def doctor(model: str = typer.Option(ModelConfig.name, help="Decide the precisio
 @app.command()
 def report(study_dir: Path = typer.Argument(..., help="A study directory, e.g. runs/quickstart"),
            track: Optional[list[str]] = typer.Option(None, "--track",
-                                                     help="Also log every run to: tensorboard, mlflow")):
+                                                     help="Also log every run to: tensorboard, mlflow"),
+           deploy: bool = typer.Option(False, "--deploy",
+                                       help="First measure each method's selected run deployed (torch fp32/bf16, "
+                                            "ONNX fp32/int8) into deploy.csv, as the study's `deploy:` block "
+                                            "(or its defaults) says; variants already measured are kept")):
     """Write figures/, report.html and report.md from a study's saved results; lead with a recommendation."""
     from rich.markup import escape
 
     from sendit.report import ReportError, analyse, load_study, write
     from sendit.report import track as track_runs
 
+    if deploy:
+        _quiet()
+        from sendit.deploy_study import deploy_study
+
+        _guard(lambda: deploy_study(study_dir, None, console))
     try:
         made = analyse(load_study(study_dir))
         page = write(made)

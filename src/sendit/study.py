@@ -5,7 +5,8 @@ them, `sendit.results` writes the results and statistics, `sendit.report` the re
 
 The order of work: run the grid; choose each method's best configuration (per size) on validation
 macro-F1 only; re-run it on the `reseed_best` seeds; then summarise over seeds, with bootstrap
-intervals and McNemar verdicts (`statistics.json`, `summary.csv`, `pairwise.csv`). A method with a
+intervals and McNemar verdicts (`statistics.json`, `summary.csv`, `pairwise.csv`); with a `deploy:`
+block, measure each method's selected run as deployed (`sendit.deploy_study`, `deploy.csv`). A method with a
 `distill:` teacher trains on its soft targets too (`sendit.distill`); such a study also sets its
 students beside the teacher (`distill_summary.csv`).
 
@@ -65,6 +66,10 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
         write_statistics(directory, results)
         if any(method.distill for method in cfg.methods):
             compare_with_teachers(directory, cfg)
+        if cfg.deploy is not None:
+            from sendit.deploy_study import deploy_study
+
+            deploy_study(directory, cfg.deploy, console)
         if cfg.report:
             console.print(f"report: {write_report(directory)}")
     return results
