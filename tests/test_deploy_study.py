@@ -24,7 +24,7 @@ def study_config(root, tweets, deploy) -> dict:
     return {"name": "deployed", "output_dir": str(root / "runs"),
             "data": {"dataset": "csv", "path": str(tweets), "label_names": ["negative", "positive"]},
             "model": {"name": "tiny-bert", "max_length": 32},
-            "train": {"epochs": 1, "batch_size": 16, "bf16": False, "threads": 1},
+            "train": {"epochs": 2, "batch_size": 16, "bf16": False, "threads": 1},
             "methods": [{"name": "zero_shot"}, {"name": "lora", "lr": 1e-2}, {"name": "full", "lr": 3e-3}],
             "seeds": [1], "deploy": deploy}
 
