@@ -15,6 +15,7 @@ from sendit.cli import app
 from sendit.config import DEPLOY_VARIANTS, ConfigError, DeployConfig, load_study
 from sendit.deploy import MODEL_FILE, ExportError
 from sendit.deploy_study import deploy_study
+from sendit.hardware import Decision
 
 runner = CliRunner()
 TRAINED = ["lora", "full"]
@@ -117,6 +118,14 @@ def test_a_refused_export_is_recorded_and_the_rest_goes_on(finished, monkeypatch
                          Console(quiet=True))
     assert list(table.status) == ["skipped", "measured"] * len(TRAINED)
     assert table.reason.iloc[0] == "its 4-bit bitsandbytes layers have no ONNX form"
+
+
+def test_torch_bf16_is_measured_where_bf16_is_the_faster(finished, monkeypatch):
+    """This CPU has no fast bf16: as if the measurement had found bf16 faster, the variant runs in bf16."""
+    monkeypatch.setattr(deploy_module, "bf16_decision", lambda run, encoded: Decision("bf16", "faster here"))
+    table = deploy_study(finished, DeployConfig(variants=["torch_bf16"], latency_texts=3), Console(quiet=True))
+    assert list(table.status) == ["measured"] * len(TRAINED)
+    assert table.agreement.between(0.5, 1).all() and (table.latency_p50_ms > 0).all()
 
 
 def test_an_unknown_variant_is_refused_naming_the_field(tmp_path):
