@@ -183,7 +183,9 @@ class DeployConfig:
     variants: list[str] = field(default_factory=lambda: list(DEPLOY_VARIANTS))
     batch_size: int = 64  # examples per batch of the throughput measurement (length-sorted, as evaluation)
     latency_texts: int = 200  # test texts labelled one at a time for the p50/p99 latency
-    max_loss: float = 1.0  # validation accuracy points onnx_int8 may lose (beyond: skipped, with the reason)
+    # Validation accuracy points an export may lose against its run: onnx_int8's, and a QLoRA run's fp32 one
+    # (computed in bf16 by the run); beyond, the variant is skipped with the reason (`sendit export --max-loss`).
+    max_loss: float = 1.0
     threads: int | None = None  # torch and ONNX Runtime threads alike; None: torch's current count
 
     def __post_init__(self):
