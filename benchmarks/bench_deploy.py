@@ -25,6 +25,7 @@ import torch
 from sendit.artifacts import Predictor
 from sendit.data import prepare
 from sendit.deploy import MODEL_FILE, ExportPredictor
+from sendit.measure import throughput
 from sendit.provenance import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,10 +55,6 @@ def cold_predict(directory: Path, repeats: int = 3) -> float:
     return min(times)
 
 
-def size_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -77,10 +74,8 @@ def main() -> None:
         results = {}
         for split, frame in (("test", test), ("held_out", extra)):
             texts, labels = frame["text"].tolist(), frame["label"].to_numpy()
-            encoded = predictor.encode(predictor.clean(texts))
-            precision = {"precision": "fp32"} if isinstance(predictor, Predictor) else {}
-            logits = predictor.logits(encoded, 64, **precision)[0]
-            rate = max(len(texts) / predictor.logits(encoded, 64, **precision)[1] for _ in range(2))
+            precision = "fp32" if isinstance(predictor, Predictor) else None
+            logits, rate = throughput(predictor, predictor.encode(predictor.clean(texts)), 64, precision)
             predictions = logits.argmax(1)
             reference.setdefault(split, predictions)
             results[split] = (float((predictions == labels).mean()), float((predictions == reference[split]).mean()),

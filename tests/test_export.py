@@ -15,10 +15,8 @@ from typer.testing import CliRunner
 from sendit.artifacts import Predictor
 from sendit.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from sendit.cli import app
-from sendit.config import MethodConfig
 from sendit.deploy import MANIFEST_FILE, MODEL_FILE, ExportError, ExportPredictor
-from sendit.export import FP32_TOLERANCE, check_exportable, check_int8, export_run
-from sendit.methods import get_method
+from sendit.export import FP32_TOLERANCE, check_accuracy_loss, export_run
 from sendit.predict import open_predictor
 
 runner = CliRunner()
@@ -109,15 +107,25 @@ def test_int8_accuracy_loss_beyond_max_loss_is_refused():
     labels = np.array([1, 0, 1, 0])
     flipped = reference.copy()
     flipped[0] = [1.0, 0.0]  # one of four validation texts now wrong: 25 points lost
-    assert check_int8(reference, flipped, labels, 30)["loss_points"] == 25
-    with pytest.raises(ExportError, match="loses 25.00 points"):
-        check_int8(reference, flipped, labels, 20)
+    assert check_accuracy_loss(reference, flipped, labels, 30, "int8")["loss_points"] == 25
+    with pytest.raises(ExportError, match="int8 loses 25.00 points"):
+        check_accuracy_loss(reference, flipped, labels, 20, "int8")
 
 
-def test_qlora_is_refused_with_the_reason():
-    predictor = SimpleNamespace(cfg=SimpleNamespace(method=MethodConfig(name="qlora"), data=None))
-    with pytest.raises(ExportError, match="bitsandbytes layers have no ONNX form"):
-        check_exportable(predictor, get_method(MethodConfig(name="qlora")))
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_qlora_is_dequantized_then_folded(root, compute_dtype):
+    """Computing in float32, the run and its export compute the same: identical predictions, logits within the
+    tolerance (the folded weights are exactly the 4-bit ones plus LoRA's update). Computing in bf16 (the
+    default), the export is checked for lost accuracy instead, and stays close to the run."""
+    pytest.importorskip("bitsandbytes")
+    run = tiny_run(root.path / f"qlora-{compute_dtype}", root.data, method="qlora",
+                   options={"compute_dtype": compute_dtype})
+    manifest = export_run(run, root.path / f"qlora-{compute_dtype}-onnx", max_loss=100)
+    if compute_dtype == "float32":
+        assert manifest["check"]["fp32"]["max_abs_logit_diff"] <= FP32_TOLERANCE
+        assert agree(run, root.path / f"qlora-{compute_dtype}-onnx") <= FP32_TOLERANCE
+    else:
+        assert manifest["check"]["fp32"]["agreement"] >= 0.9 and "max_abs_logit_diff" not in manifest["check"]["fp32"]
 
 
 def test_bad_input_exits_2_and_writes_nothing(root, lora):

@@ -312,3 +312,41 @@ def test_report_reads_summary_and_pairwise_and_rewrites_them_when_out_of_date(tm
     report = analyse(load_study(directory))
     assert report.summary.loc["lora", "test_accuracy"] == 1.0
     assert "lora-lr0.002-bs32-seed1" in json.loads((directory / "statistics.json").read_text())["runs"]
+
+
+def deploy_row(method, variant, accuracy=None, p50=None, p_value=1.0, run_id=None, reason=None):
+    """A deploy.csv row as `sendit.deploy_study` writes it: measured, or skipped with `reason`."""
+    row = {"method": method, "run_id": run_id or f"{method}-lr0.001-bs32-seed1", "variant": variant,
+           "status": "skipped" if reason else "measured", "reason": reason, "batch_size": 64, "threads": 2}
+    if not reason:
+        row |= {"test_accuracy": accuracy, "test_f1_macro": accuracy - 0.001, "agreement": 0.99,
+                "mcnemar_p": p_value, "examples_per_s": 1000 / p50, "latency_p50_ms": p50,
+                "latency_p99_ms": 2 * p50, "size_mb": 90.0 if variant.endswith("fp32") else 23.0,
+                "test_examples": N_TEST}
+    return row
+
+
+def test_deployed_variants_are_drawn_tabled_and_named_in_the_recommendation(tmp_path):
+    """LoRA is picked; its int8 export is the fastest but its test predictions differ significantly from
+    torch fp32's, so the recommendation names ONNX fp32; a row of a run that is no longer selected is ignored."""
+    directory = build_study(tmp_path, "deployed", LORA_WINS)
+    pd.DataFrame([deploy_row("lora", "torch_fp32", 0.875, 12.0), deploy_row("lora", "torch_bf16", reason="bf16 "
+                  "inference is not faster on this machine"), deploy_row("lora", "onnx_fp32", 0.875, 5.0),
+                  deploy_row("lora", "onnx_int8", 0.86, 2.0, p_value=0.01),
+                  deploy_row("full", "torch_fp32", 0.88, 20.0), deploy_row("full", "onnx_fp32", 0.88, 8.0),
+                  deploy_row("full", "onnx_int8", 0.95, 1.0, run_id="full-stale")]).to_csv(
+        directory / "deploy.csv", index=False)
+    report = analyse(load_study(directory))
+    assert report.recommendation.deployed == "LoRA, ONNX fp32"
+    assert "Deploy it as LoRA, ONNX fp32: 5.0 ms per text alone (p50; p99 10.0 ms), 2.4x faster than torch fp32" \
+        in report.recommendation.headline
+    assert list(report.deploy[report.deploy.pareto].name) == ["LoRA, ONNX fp32", "LoRA, ONNX int8",
+                                                              "full fine-tuning, ONNX fp32"]
+    assert "full-stale" not in set(report.deploy.run_id)
+    write_report(directory)
+    check_figures(directory, {"pareto", "deploy", "quality", "cost", "learning_curves", "confusion_matrices"})
+    html = (directory / "report.html").read_text()
+    assert "skipped: bf16 inference is not faster on this machine" in html
+    highlighted = re.search(r'<tr class="pick"><td>LoRA</td><td>ONNX fp32</td>', html)
+    assert highlighted, "the deployed variant's row is highlighted"
+    assert "## Deployment" in (directory / "report.md").read_text()

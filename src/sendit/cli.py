@@ -342,7 +342,8 @@ def export(run: Path = typer.Argument(..., help="A run directory"),
            quantize: str = typer.Option("none", help="none | int8 (ONNX Runtime dynamic, per channel)"),
            force: bool = typer.Option(False, "--force", help="Replace a non-empty export directory"),
            max_loss: float = typer.Option(1.0, "--max-loss", metavar="POINTS",
-                                          help="int8: refuse if validation accuracy drops by more points")):
+                                          help="int8 (and QLoRA computing in bf16): refuse if validation "
+                                               "accuracy drops by more points")):
     """Export a run for CPUs without torch: adapter folded in, ONNX (optionally int8), tokenizer, calibrated
     temperature; checked against the run on its validation texts. `sendit predict` and `serve` read it."""
     _quiet()
@@ -352,11 +353,15 @@ def export(run: Path = typer.Argument(..., help="A run directory"),
     check, calibration = manifest["check"], manifest["calibration"]
     console.print(f"{run} -> {out}: {manifest['format']} {manifest['precision']}, "
                   f"{manifest['bytes']['model.onnx'] / 1e6:.1f} MB, checked on {check['texts']:,} texts")
-    console.print(f"  fp32 graph: predictions identical, max |logit difference| {check['fp32']['max_abs_logit_diff']:.1e}")
-    if "int8" in check:
-        int8 = check["int8"]
-        console.print(f"  int8: validation accuracy {int8['val_accuracy_torch']:.4f} -> {int8['val_accuracy_int8']:.4f} "
-                      f"({-int8['loss_points']:+.2f} points), agreement with torch {int8['agreement']:.2%}")
+    for precision in ("fp32", "int8"):
+        if "max_abs_logit_diff" in check.get(precision, {}):
+            console.print(f"  {precision} graph: predictions identical, max |logit difference| "
+                          f"{check[precision]['max_abs_logit_diff']:.1e}")
+        elif precision in check:
+            lost = check[precision]
+            console.print(f"  {precision}: validation accuracy {lost['val_accuracy_torch']:.4f} -> "
+                          f"{lost[f'val_accuracy_{precision}']:.4f} ({-lost['loss_points']:+.2f} points), "
+                          f"agreement with torch {lost['agreement']:.2%}")
     console.print(f"  temperature {calibration['temperature']:.3f}: validation ECE {calibration['val_ece_before']:.4f} "
                   f"-> {calibration['val_ece_after']:.4f}")
 
@@ -446,13 +451,22 @@ def doctor(model: str = typer.Option(ModelConfig.name, help="Decide the precisio
 @app.command()
 def report(study_dir: Path = typer.Argument(..., help="A study directory, e.g. runs/quickstart"),
            track: Optional[list[str]] = typer.Option(None, "--track",
-                                                     help="Also log every run to: tensorboard, mlflow")):
+                                                     help="Also log every run to: tensorboard, mlflow"),
+           deploy: bool = typer.Option(False, "--deploy",
+                                       help="First measure each method's selected run deployed (torch fp32/bf16, "
+                                            "ONNX fp32/int8) into deploy.csv, as the study's `deploy:` block "
+                                            "(or its defaults) says; variants already measured are kept")):
     """Write figures/, report.html and report.md from a study's saved results; lead with a recommendation."""
     from rich.markup import escape
 
     from sendit.report import ReportError, analyse, load_study, write
     from sendit.report import track as track_runs
 
+    if deploy:
+        _quiet()
+        from sendit.deploy_study import deploy_study
+
+        _guard(lambda: deploy_study(study_dir, None, console))
     try:
         made = analyse(load_study(study_dir))
         page = write(made)

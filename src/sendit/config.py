@@ -190,6 +190,35 @@ class StudyMethodConfig(MethodConfig):
     distill: DistillConfig | None = None
 
 
+DEPLOY_VARIANTS = ("torch_fp32", "torch_bf16", "onnx_fp32", "onnx_int8")
+
+
+@dataclass
+class DeployConfig:
+    """Each method's selected run measured as it would be deployed on this CPU (`sendit.deploy_study`)."""
+
+    # Any of torch_fp32, torch_bf16 (measured only where sendit.hardware times bf16 inference faster
+    # here, else recorded as skipped with the timings), onnx_fp32, onnx_int8 (`sendit export`).
+    variants: list[str] = field(default_factory=lambda: list(DEPLOY_VARIANTS))
+    batch_size: int = 64  # examples per batch of the throughput measurement (length-sorted, as evaluation)
+    latency_texts: int = 200  # test texts labelled one at a time for the p50/p99 latency
+    # Validation accuracy points an export may lose against its run: onnx_int8's, and a QLoRA run's fp32 one
+    # (computed in bf16 by the run); beyond, the variant is skipped with the reason (`sendit export --max-loss`).
+    max_loss: float = 1.0
+    threads: int | None = None  # torch and ONNX Runtime threads alike; None: torch's current count
+
+    def __post_init__(self):
+        unknown = [v for v in self.variants if v not in DEPLOY_VARIANTS]
+        if unknown or not self.variants:
+            problem = f"unknown {', '.join(unknown)}" if unknown else "none listed"
+            raise ConfigError(f"deploy.variants={self.variants!r}: {problem}; choose from {', '.join(DEPLOY_VARIANTS)}")
+        for name in ("batch_size", "latency_texts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"deploy.{name}={getattr(self, name)}: must be at least 1")
+        if not self.max_loss >= 0:
+            raise ConfigError(f"deploy.max_loss={self.max_loss}: accuracy points, 0 or more")
+
+
 @dataclass
 class StudyConfig:
     """A comparative study: methods x grid x seeds x training-set sizes over one dataset and model.
@@ -214,6 +243,9 @@ class StudyConfig:
     # The figures and HTML report at the end (tens of seconds of plotting); false leaves them to a
     # later `sendit report DIR`, which makes the same report from the study's files.
     report: bool = True
+    # Measure each method's selected run deployed (torch fp32/bf16, ONNX fp32/int8) once the runs are done:
+    # `<study>/deploy.csv`, drawn by the report. `deploy: {}` takes every default; None: not measured.
+    deploy: DeployConfig | None = None
 
     @property
     def directory(self) -> Path:

@@ -132,10 +132,13 @@ class ExportPredictor:
         """Token ids, special tokens included, truncated at the run's max_length; not padded."""
         return [np.asarray(e.ids, dtype=np.int64) for e in self.tokenizer.encode_batch(texts)] if texts else []
 
-    def logits(self, encoded: list[np.ndarray], batch_size: int | None = None,
+    def logits(self, encoded: list[np.ndarray], batch_size: int | None = None, precision: str | None = None,
                on_batch=None) -> tuple[np.ndarray, float]:
         """(the model's own logits, no temperature, one row per text; seconds the forward passes took),
-        batched in length order, as `Predictor.logits`."""
+        batched in length order, as `Predictor.logits`. `precision` is fixed at export: None or the
+        export's own ("fp32" / "int8")."""
+        if precision not in (None, self.manifest["precision"]):
+            raise ExportError(f"{self.directory}: exported in {self.manifest['precision']}; cannot run in {precision}")
         batch_size = batch_size or self.manifest["batch_size"]
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         logits = np.empty((len(encoded), len(self.label_names)), dtype=np.float32)
@@ -152,8 +155,5 @@ class ExportPredictor:
 
     def predict(self, texts: list[str], batch_size: int | None = None, precision: str | None = None,
                 on_batch=None) -> np.ndarray:
-        """Calibrated logits of new texts (divided by the temperature): their softmax is the probability.
-        `precision` is fixed at export: None or the export's own ("fp32" / "int8")."""
-        if precision not in (None, self.manifest["precision"]):
-            raise ExportError(f"{self.directory}: exported in {self.manifest['precision']}; cannot run in {precision}")
-        return self.logits(self.encode(self.clean(texts)), batch_size, on_batch)[0] / self.temperature
+        """Calibrated logits of new texts (divided by the temperature): their softmax is the probability."""
+        return self.logits(self.encode(self.clean(texts)), batch_size, precision, on_batch)[0] / self.temperature

@@ -1,9 +1,9 @@
 """`sendit export`: a saved run as an ONNX model a CPU runs without torch (`sendit.deploy` reads it back).
 
 1. Load the run and fold its adapter into the base weights where the method declares it `foldable`
-   (PEFT's merge_and_unload: LoRA, DoRA, IA3, VeRA); full, BitFit, head-only and two-phase runs are
-   plain models already, and prompt tuning is exported with its virtual tokens (the PEFT wrapper
-   traces as it is).
+   (PEFT's merge_and_unload: LoRA, DoRA, IA3, VeRA; QLoRA's 4-bit layers dequantised to float32 first,
+   see methods/qlora.py); full, BitFit, head-only and two-phase runs are plain models already, and
+   prompt tuning is exported with its virtual tokens (the PEFT wrapper traces as it is).
 2. Trace it with torch.onnx's TorchScript exporter (`dynamo=False`): on torch 2.13 + transformers 5
    it exports every tiny architecture in about a second; the dynamo exporter took 23 s for the same
    tiny BERT with the same logits. Opset 17, batch and sequence axes dynamic.
@@ -14,8 +14,9 @@
    kept accuracy within a point but ran 0.7x as fast as dynamic at 2.5x the size. The activation
    scale is the batch's, so an int8 prediction can change with its batch-mates (fp32 ones cannot).
 4. Check the export against the torch model on the run's validation texts, plus a few raw texts that
-   cleaning changes: fp32 must give every prediction identical and logits within FP32_TOLERANCE;
-   int8 must lose at most `max_loss` points of validation accuracy (agreement is reported).
+   cleaning changes: fp32 must give every prediction identical and logits within FP32_TOLERANCE
+   (where the method `folds_exactly`; QLoRA with bf16 compute is checked as int8 is); int8 must lose
+   at most `max_loss` points of validation accuracy (agreement is reported).
 5. Fit a temperature on the validation logits of the export (minimum NLL) so its probabilities are
    calibrated; the expected calibration error before and after goes in the manifest.
 
@@ -115,9 +116,6 @@ def check_options(out: Path, fmt: str, quantize: str, force: bool, max_loss: flo
 def check_exportable(predictor: Predictor, method) -> None:
     """Refuse, with the reason, what the torch-free predictor cannot reproduce."""
     data, where = predictor.cfg.data, f"{predictor.cfg.method.name} run"
-    if method.needs_bitsandbytes:
-        raise ExportError(f"{where}: its 4-bit bitsandbytes layers have no ONNX form (dequantize-then-fold "
-                          f"is not implemented); export a LoRA run instead")
     if SOURCES[data.dataset].targeted and data.target_mode == "pair":
         raise ExportError(f"{where}: sentence-pair inputs (data.target_mode: pair) are not exported; "
                           f"train with data.target_mode: inline")
@@ -130,7 +128,7 @@ def build_export(tmp: Path, predictor: Predictor, method, run_dir: Path, texts: 
     """Write the model, tokenizer and manifest into `tmp`, checking the export at each step."""
     cfg, tokenizer = predictor.cfg, predictor.tokenizer
     left_pad = tokenizer.padding_side == "left"
-    model = predictor.model.merge_and_unload() if method.foldable else predictor.model
+    model = method.folded(predictor.model) if method.foldable else predictor.model
     tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
     started = time.perf_counter()
     example = padded(predictor.encode([max(texts, key=len), ""]).input_ids, tokenizer.pad_token_id, left_pad)
@@ -149,14 +147,16 @@ def build_export(tmp: Path, predictor: Predictor, method, run_dir: Path, texts: 
     }
     write_manifest(tmp, manifest)
     exported = ExportPredictor.from_export(tmp).predict(texts)
-    manifest["check"] = {"texts": len(texts), "fp32": check_fp32(reference, exported)}
+    labels = splits.val["label"].to_numpy()
+    manifest["check"] = {"texts": len(texts), "fp32": check_fp32(reference, exported) if method.folds_exactly
+                         else check_accuracy_loss(reference, exported, labels, max_loss, "fp32")}
     if quantize == "int8":
         quantize_int8(tmp / MODEL_FILE)
         manifest |= {"precision": "int8", "quantization": {"kind": "dynamic", "weights": "int8 per channel",
                                                            "activations": "uint8 per batch"}}
         write_manifest(tmp, manifest)
         exported = ExportPredictor.from_export(tmp).predict(texts)
-        manifest["check"]["int8"] = check_int8(reference, exported, splits.val["label"].to_numpy(), max_loss)
+        manifest["check"]["int8"] = check_accuracy_loss(reference, exported, labels, max_loss, "int8")
     manifest["export_seconds"] = round(time.perf_counter() - started, 2)
     manifest["calibration"] = calibrate(ExportPredictor.from_export(tmp), splits)
     manifest["bytes"] = {name: (tmp / name).stat().st_size for name in (MODEL_FILE, TOKENIZER_FILE)}
@@ -201,16 +201,19 @@ def check_fp32(reference: np.ndarray, exported: np.ndarray) -> dict:
     return {"max_abs_logit_diff": difference, "tolerance": FP32_TOLERANCE, "predictions_identical": True}
 
 
-def check_int8(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, max_loss: float) -> dict:
-    """Agreement with the torch model on every checked text; accuracy on the validation texts."""
+def check_accuracy_loss(reference: np.ndarray, exported: np.ndarray, labels: np.ndarray, max_loss: float,
+                        precision: str) -> dict:
+    """For an export that computes in another precision than its run: agreement with the torch model on
+    every checked text; accuracy on the validation texts, at most `max_loss` points lost."""
     before, after = (float((logits[:len(labels)].argmax(1) == labels).mean()) for logits in (reference, exported))
     loss = round(100 * (before - after), 4)
     agreement = float((reference.argmax(1) == exported.argmax(1)).mean())
     if loss > max_loss:
-        raise ExportError(f"int8 loses {loss:.2f} points of validation accuracy ({before:.4f} -> {after:.4f}), "
-                          f"more than --max-loss {max_loss}; export fp32 or allow more")
-    return {"val_accuracy_torch": before, "val_accuracy_int8": after, "loss_points": loss, "max_loss": max_loss,
-            "agreement": agreement}
+        advice = "export fp32 or allow more" if precision == "int8" else "allow more"
+        raise ExportError(f"{precision} loses {loss:.2f} points of validation accuracy ({before:.4f} -> {after:.4f}), "
+                          f"more than --max-loss {max_loss}; {advice}")
+    return {"val_accuracy_torch": before, f"val_accuracy_{precision}": after, "loss_points": loss,
+            "max_loss": max_loss, "agreement": agreement}
 
 
 def calibrate(exported: ExportPredictor, splits) -> dict:

@@ -1,4 +1,6 @@
-"""Cost measurements: peak memory of one run alone, wall time, parameters, size on disk, matmul peaks.
+"""Cost measurements: peak memory of one run alone, wall time, parameters, size on disk, matmul peaks,
+and prediction speed (throughput in batches, latency one text at a time) of any predictor that has
+the interface of `artifacts.Predictor` (`deploy.ExportPredictor` has it too).
 
 Memory is measured on the run's device and named by `memory_kind`: the CPU's resident set (RSS),
 CUDA's allocated device memory, or the MPS driver's allocation. The RSS high-water mark (VmHWM)
@@ -9,11 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import math
 import resource
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -109,6 +113,39 @@ class Timer:
 
 def file_mb(path: Path) -> float:
     return path.stat().st_size / 2**20 if path.exists() else 0.0
+
+
+def directory_mb(path: Path) -> float:
+    """The files directly in `path` (an export: model, tokenizer, manifest)."""
+    return sum(file_mb(p) for p in path.iterdir() if p.is_file())
+
+
+def weights_mb(model: torch.nn.Module) -> float:
+    """The model's parameters and buffers as a safetensors file would store them (a tied tensor once):
+    what shipping a torch model takes, base weights and adapter included."""
+    unique = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+    return sum(unique.values()) / 2**20
+
+
+def throughput(predictor, encoded, batch_size: int, precision: str | None,
+               repeats: int = 2) -> tuple[np.ndarray, float]:
+    """(logits, examples/s of the forward passes alone) over length-sorted batches of `batch_size`: one
+    warm-up pass, whose logits are returned, then the best of `repeats` (other load only slows a pass)."""
+    logits, _ = predictor.logits(encoded, batch_size, precision)
+    seconds = min(predictor.logits(encoded, batch_size, precision)[1] for _ in range(repeats))
+    return logits, len(logits) / seconds if seconds else math.inf
+
+
+def latency_ms(predictor, texts: list[str], precision: str | None) -> np.ndarray:
+    """Milliseconds to label each text alone (batch 1), cleaning and tokenising included: what one
+    request waits for; after one warm-up text."""
+    predictor.predict(texts[:1], 1, precision)
+    times = []
+    for text in texts:
+        with Timer() as timer:
+            predictor.predict([text], 1, precision)
+        times.append(1000 * timer.seconds)
+    return np.asarray(times)
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.3) -> float:

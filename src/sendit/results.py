@@ -24,6 +24,7 @@ RESULT_COLUMNS = ["run_id", "method", "lr", "batch_size", "epochs", "seed", "bes
                   "f1_per_m_params", "inference_time_sec", "adapter_mb", "config_id", "train_size"]
 # The SEND-IT visualisation notebook reads these columns of <method>_results.csv.
 NOTEBOOK_COLUMNS = ["lr", "batch_size", "best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb", "seed"]
+DEPLOY_FILE = "deploy.csv"  # each method's selected run measured as deployed (sendit.deploy_study)
 SEED_PART = re.compile(r"-seed-?\d+(?=-|$)")  # the seed's part of a run id
 N_BOOT = 2000
 ALPHA = 0.05

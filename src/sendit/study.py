@@ -6,9 +6,10 @@ them, `sendit.results` writes the results and statistics, `sendit.report` the re
 The order of work: run the grid; choose each method's best configuration (per size) on validation
 only, by `selection.metric` (macro-F1 unless the config says otherwise); re-run it on the
 `reseed_best` seeds; then summarise over seeds, with bootstrap intervals and McNemar verdicts
-(`statistics.json`, `summary.csv`, `pairwise.csv`). A method with a `distill:` teacher trains on its
-soft targets too (`sendit.distill`); such a study also sets its students beside the teacher
-(`distill_summary.csv`).
+(`statistics.json`, `summary.csv`, `pairwise.csv`); with a `deploy:` block, measure each method's
+selected run as deployed (`sendit.deploy_study`, `deploy.csv`). A method with a `distill:` teacher
+trains on its soft targets too (`sendit.distill`); such a study also sets its students beside the
+teacher (`distill_summary.csv`).
 
 The data is prepared and tokenised once and shared by every run; a training-set size is a
 stratified subset of it. Each finished run leaves a `metrics.json`, written last; a re-run of the
@@ -67,6 +68,10 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
         write_statistics(directory, results)
         if any(method.distill for method in cfg.methods):
             compare_with_teachers(directory, cfg)
+        if cfg.deploy is not None:
+            from sendit.deploy_study import deploy_study
+
+            deploy_study(directory, cfg.deploy, console)
         if cfg.report:
             console.print(f"report: {write_report(directory)}")
     return results

@@ -44,7 +44,7 @@ class Method:
     # Trains a small adapter over frozen base weights, so served runs of one base can share them.
     shares_base: ClassVar[bool] = False
     needs_bitsandbytes: ClassVar[bool] = False  # its saved runs load only with bitsandbytes installed
-    foldable: ClassVar[bool] = False  # its update folds into the base weights (merge_and_unload)
+    foldable: ClassVar[bool] = False  # its update folds into the base weights (`folded`: merge_and_unload)
     # Whether frozen linear weights may be stored in bf16 under bf16 training (train.bf16_frozen_weights):
     # not where the method reads them outside autocast's casts (DoRA's weight norm).
     frozen_weights_in_bf16: ClassVar[bool] = True
@@ -69,6 +69,16 @@ class Method:
     @property
     def trains(self) -> bool:
         return bool(self.phases(TrainConfig()))
+
+    def folded(self, model: nn.Module) -> nn.Module:
+        """A `foldable` method's model with its update folded into plain weights, for export."""
+        return model.merge_and_unload()
+
+    @property
+    def folds_exactly(self) -> bool:
+        """Whether the folded model computes what the run computes up to float32 rounding (export then
+        demands identical predictions; otherwise at most `--max-loss` points of validation accuracy lost)."""
+        return True
 
 
 class PeftMethod(Method):

@@ -25,6 +25,12 @@ in eval mode without gradients; after that a training step fails ("a view of a l
 in-place operation"). Training validates between steps, so the repacking is switched off: eval
 and training run the same kernel.
 
+Export (`sendit export`) dequantises then folds: each 4-bit layer becomes a float32 `nn.Linear`
+holding exactly the weights it stores, LoRA's update added (PEFT's own merge would re-quantise the
+sum to 4 bits, rounding most of the update away). The run computes those layers in `compute_dtype`
+and the export in float32, so with bf16 compute the two differ by bf16 rounding: the export is then
+checked like an int8 one (validation accuracy lost), not for identical predictions.
+
 LoRA options and defaults are LoRA's (all linear layers, r=8, alpha=16; see `lora.py`); the paper
 used r=64, alpha=16, lr 2e-4 on 7B+ models; on small models sendit keeps LoRA's 5e-4.
 """
@@ -114,6 +120,30 @@ def _own_memory(model: nn.Module, keep: type) -> None:
                     module._buffers[name] = buffer.clone()
 
 
+def dequantize_4bit(model: nn.Module) -> nn.Module:
+    """Replace, in place, every 4-bit layer by a float32 `nn.Linear` of its dequantised weights, with the
+    LoRA update folded in where LoRA wraps it (the head, never quantised, is left to PEFT's unload)."""
+    import bitsandbytes as bnb
+    from peft.tuners.lora import LoraLayer
+
+    def plain(layer, update) -> nn.Linear:
+        weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+        linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+        linear.weight.copy_(weight + update)
+        if layer.bias is not None:
+            linear.bias.copy_(layer.bias)
+        return linear
+
+    with torch.no_grad():
+        for name, module in list(model.named_modules()):
+            if isinstance(module, LoraLayer) and isinstance(module.get_base_layer(), bnb.nn.Linear4bit):
+                update = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+                model.set_submodule(name, plain(module.get_base_layer(), update))
+            elif isinstance(module, bnb.nn.Linear4bit) and not name.endswith(".base_layer"):  # not LoRA-wrapped
+                model.set_submodule(name, plain(module, 0))
+    return model
+
+
 @register_method
 class QLora(Lora):
     name = "qlora"
@@ -130,6 +160,13 @@ class QLora(Lora):
         if self.options.compute_dtype not in DTYPES:
             raise ConfigError(f"methods.qlora.options.compute_dtype '{self.options.compute_dtype}' unknown; "
                               f"use one of {', '.join(DTYPES)}")
+
+    @property
+    def folds_exactly(self) -> bool:
+        return self.options.compute_dtype == "float32"  # else the run's 4-bit layers compute in 16 bits
+
+    def folded(self, model):
+        return super().folded(dequantize_4bit(model))
 
     def apply(self, model):
         from peft import prepare_model_for_kbit_training

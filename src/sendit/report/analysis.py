@@ -1,11 +1,13 @@
 """The numbers a report shows: a study read back from disk, per-method summaries over seeds, the
-Pareto sets, McNemar verdicts, the recommendation they add up to, and the error analysis.
+Pareto sets, McNemar verdicts, the recommendation they add up to (with the variant to deploy, where
+the study was measured deployed: deploy.csv), and the error analysis.
 
 Everything is read from the study directory's files (the statistics from summary.csv and
 pairwise.csv), so a report can be re-made at any time without the models.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ import yaml
 from sendit.config import ConfigError
 from sendit.methods.base import display_name, is_baseline
 from sendit.stats import format_p
-from sendit.results import ALPHA, METRICS, best_per_method, collect, selection_metric, write_statistics
+from sendit.results import ALPHA, DEPLOY_FILE, METRICS, best_per_method, collect, selection_metric, write_statistics
 
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
@@ -162,6 +164,7 @@ class Recommendation:
     details: list[str]
     pareto_time: list[str]
     pareto_params: list[str]
+    deployed: str | None = None  # the variant to deploy it as, e.g. "LoRA, ONNX int8" (deploy.csv's `name`)
 
 
 def _points(x: float) -> str:
@@ -242,6 +245,55 @@ def _headline(trained: pd.DataFrame, pairs: pd.DataFrame, pick: str, top: str) -
                        f"(significant, McNemar {format_p(_pair(pairs, runner.name, top).p_value)}).")
 
 
+VARIANTS = {"torch_fp32": "torch fp32", "torch_bf16": "torch bf16", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
+
+
+def variant_name(variant: str) -> str:
+    return VARIANTS.get(variant, variant)
+
+
+def deployment(study: Study) -> pd.DataFrame | None:
+    """deploy.csv's rows of the methods' selected runs (a row of a run no longer selected is out of date),
+    named ("LoRA, ONNX int8") and flagged `pareto`: on the frontier of test accuracy against p50 latency
+    at batch 1 among the measured ones. None where the study has not been measured deployed."""
+    path = study.directory / DEPLOY_FILE
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    frame = frame[frame["method"].isin(study.methods)]
+    frame = frame[frame["run_id"] == frame["method"].map(study.best["run_id"])].reset_index(drop=True)
+    if frame.empty:
+        return None
+    frame["name"] = [f"{pretty(m)}, {variant_name(v)}" for m, v in zip(frame["method"], frame["variant"])]
+    front = pareto_set(frame[frame["status"] == "measured"].set_index("name"), "latency_p50_ms")
+    return frame.assign(pareto=frame["name"].isin(front))
+
+
+def deploy_advice(recommendation: Recommendation, deploy: pd.DataFrame) -> Recommendation:
+    """The recommendation naming the variant to deploy the pick as: its fastest at batch 1 (p50) of those
+    whose test predictions are not significantly different from torch fp32's (McNemar at ALPHA)."""
+    rows = deploy[(deploy["method"] == recommendation.method) & (deploy["status"] == "measured")]
+    safe = rows[rows["mcnemar_p"] >= ALPHA]
+    front = deploy[deploy["pareto"]].sort_values("latency_p50_ms")
+    details = [f"Pareto set, accuracy vs latency at batch 1 (deployed): {', '.join(front['name'])}."]
+    if safe.empty:
+        reasons = "; ".join(f"{variant_name(r.variant)}: {r.reason}" for r in deploy[
+            deploy["method"] == recommendation.method].itertuples() if r.status == "skipped")
+        details.insert(0, f"No deployment variant of {pretty(recommendation.method)} was measured without a "
+                          f"significant change from torch fp32" + (f" ({reasons})." if reasons else "."))
+        return dataclasses.replace(recommendation, details=recommendation.details + details)
+    best = safe.loc[safe["latency_p50_ms"].idxmin()]
+    torch_fp32 = rows[rows["variant"] == "torch_fp32"]
+    speedup = (f", {torch_fp32['latency_p50_ms'].iloc[0] / best.latency_p50_ms:.1f}x faster than torch fp32"
+               if len(torch_fp32) and best.variant != "torch_fp32" else "")
+    sentence = (f"Deploy it as {best['name']}: {best.latency_p50_ms:.1f} ms per text alone (p50; p99 "
+                f"{best.latency_p99_ms:.1f} ms){speedup}, {best.examples_per_s:,.0f} examples/s in batches of "
+                f"{best.batch_size:.0f}, {best.size_mb:,.1f} MB, test accuracy {_points(best.test_accuracy)}% "
+                f"({best.agreement:.1%} of predictions as torch fp32's, McNemar {format_p(best.mcnemar_p)}).")
+    return dataclasses.replace(recommendation, headline=f"{recommendation.headline} {sentence}",
+                               details=recommendation.details + details, deployed=best["name"])
+
+
 def confident_mistakes(predictions: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """The k wrong predictions the model was surest of: where it is confidently wrong, and why."""
     wrong = predictions[predictions["pred"] != predictions["label"]].copy()
@@ -297,12 +349,15 @@ class Report:
     negation: pd.DataFrame
     subsets: pd.DataFrame | None
     mistakes: dict[str, pd.DataFrame]
+    deploy: pd.DataFrame | None  # `deployment`: None where the study was not measured deployed
 
 
 def analyse(study: Study) -> Report:
     summary_file, pairs_file = statistics(study)
     summary, pairs = summarise(study, summary_file), significance(study, pairs_file)
     baselines = [m for m in study.methods if study.is_baseline(m)]
-    return Report(study, summary, pairs, recommend(summary, pairs, set(baselines)), baselines,
-                  negation_accuracy(study), subset_accuracy(study),
-                  {m: confident_mistakes(p) for m, p in study.predictions.items() if m not in baselines})
+    recommendation, deploy = recommend(summary, pairs, set(baselines)), deployment(study)
+    if deploy is not None and recommendation.method is not None:
+        recommendation = deploy_advice(recommendation, deploy)
+    return Report(study, summary, pairs, recommendation, baselines, negation_accuracy(study), subset_accuracy(study),
+                  {m: confident_mistakes(p) for m, p in study.predictions.items() if m not in baselines}, deploy)

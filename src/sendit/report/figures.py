@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from sendit.config import SELECTION_METRICS
-from sendit.report.analysis import Report, pareto_set, pretty, size_column
+from sendit.report.analysis import Report, pareto_set, pretty, size_column, variant_name
 from sendit.results import select, selection_scores
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -119,10 +119,7 @@ def cost_scatter(report: Report, style: dict[str, Style]):
     accuracy = 100 * trained["test_accuracy"]
     for ax, (cost, label, log) in zip(axes, panels):
         front = pareto_set(trained, cost)
-        ax.step(trained.loc[front, cost], accuracy[front], where="post", color="black", linestyle="--",
-                linewidth=1, zorder=1)
-        ax.scatter(trained.loc[front, cost], accuracy[front], s=260, facecolors="none", edgecolors="black",
-                   linewidths=1, zorder=2)
+        _frontier(ax, trained.loc[front, cost], accuracy[front])
         for method, row in trained.iterrows():
             s = style[method]
             ax.errorbar(row[cost], accuracy[method], xerr=_spread(row, cost), yerr=_spread(row, "test_accuracy", 100),
@@ -135,8 +132,7 @@ def cost_scatter(report: Report, style: dict[str, Style]):
         ax.set_title("Pareto set: " + " → ".join(map(pretty, front)), fontsize=8.5)
     axes[0].set_ylabel("test accuracy (%)")
     low, high = axes[0].get_ylim()  # the trained methods set the scale: a far-off baseline would flatten them
-    handles = [Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none", markersize=12,
-                      label="Pareto frontier (higher accuracy, lower cost)")]
+    handles = [FRONTIER]
     for base in report.baselines:
         value = 100 * summary.loc[base, "test_accuracy"]
         shown = low <= value <= high
@@ -153,6 +149,54 @@ def cost_scatter(report: Report, style: dict[str, Style]):
     caption = ("Test accuracy against training time, peak memory and trainable parameters of each method's "
                f"selected configuration ({_seeds_note(trained)}). Circled methods are on the Pareto frontier: no "
                "other method is both more accurate and cheaper.")
+    return fig, caption
+
+
+FRONTIER = Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none", markersize=12,
+                  label="Pareto frontier (higher accuracy, lower cost)")
+
+
+def _frontier(ax, costs, accuracies) -> None:
+    """The Pareto frontier (points cheapest first): a dashed step through them, each circled."""
+    ax.step(costs, accuracies, where="post", color="black", linestyle="--", linewidth=1, zorder=1)
+    ax.scatter(costs, accuracies, s=260, facecolors="none", edgecolors="black", linewidths=1, zorder=2)
+
+
+def deploy_scatter(report: Report, style: dict[str, Style]):
+    """Accuracy against the latency of one text, for each method's selected run deployed as each variant."""
+    if report.deploy is None:
+        return None
+    measured = report.deploy[report.deploy["status"] == "measured"].set_index("name")
+    if measured.empty:
+        return None
+    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer, to measure labels
+    ax = fig.subplots()
+    accuracy = 100 * measured["test_accuracy"]
+    front = measured[measured["pareto"]].sort_values("latency_p50_ms")
+    _frontier(ax, front["latency_p50_ms"], accuracy[front.index])
+    for name, row in measured.iterrows():
+        s = style[row["method"]]
+        ax.plot(row["latency_p50_ms"], accuracy[name], s.marker, color=s.color, markersize=9,
+                markeredgecolor="black", zorder=3)
+    _log_axis(ax, "x", measured["latency_p50_ms"])
+    ax.margins(x=0.2, y=0.15)
+    ax.set_xlabel("latency of one text alone, p50 (ms, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    methods = list(dict.fromkeys(measured["method"]))
+    handles = [FRONTIER] + [Line2D([], [], linestyle="", marker=style[m].marker, color=style[m].color,
+                                   markeredgecolor="black", label=pretty(m)) for m in methods]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
+    fig.draw_without_rendering()  # lay out first: labels are placed where they will be drawn
+    _label_points(ax, [(row["latency_p50_ms"], accuracy[name], variant_name(row["variant"]))
+                       for name, row in measured.iterrows()],
+                  _step(ax, front["latency_p50_ms"], accuracy[front.index]))
+    threads = ", ".join(f"{t:g}" for t in measured["threads"].unique())
+    skipped = report.deploy[report.deploy["status"] == "skipped"]
+    caption = ("Test accuracy against the median time to label one text alone (batch 1, cleaning and tokenising "
+               f"included; {threads} threads on this CPU) of each method's selected run deployed as torch and ONNX "
+               "variants. Circled variants are on the Pareto frontier: no other is both more accurate and faster."
+               + (f" {len(skipped)} variants were skipped; the deployment table gives why." if len(skipped) else ""))
     return fig, caption
 
 
@@ -381,6 +425,7 @@ def grid_heatmaps(report: Report, style: dict[str, Style]):
 # (file name, title, draw) in page order: the trade-off first, then the detail behind it.
 FIGURES = [
     ("pareto", "Accuracy versus cost", cost_scatter),
+    ("deploy", "Accuracy versus latency, deployed", deploy_scatter),
     ("quality", "Quality per method", quality_bars),
     ("cost", "Cost per method", cost_bars),
     ("learning_curves", "Learning curves", learning_curves),

@@ -14,7 +14,7 @@ import pandas as pd
 
 from sendit.config import SELECTION_METRICS
 from sendit.provenance import describe
-from sendit.report.analysis import ALPHA, Report, config_keys, pretty, size_column
+from sendit.report.analysis import ALPHA, Report, config_keys, pretty, size_column, variant_name
 from sendit.report.figures import Drawn
 
 # (column, header, scale, format): the results in two tables, quality then cost, so neither needs scrolling.
@@ -105,6 +105,27 @@ def cost_table(report: Report) -> Table:
         rows.append([pretty(method), *_metric_cells(row, COST), ", ".join(fronts) or "–"])
     headers = ["method", *_metric_headers(report.summary, COST), "Pareto set (vs)"]
     return Table(headers, rows, [False] + [True] * (len(headers) - 2) + [False], _pick(report))
+
+
+def deploy_table(report: Report) -> Table:
+    """Per method and deployment variant: quality against torch fp32, speed, size; or why it was skipped."""
+    rows = []
+    for r in report.deploy.itertuples():
+        measured = r.status == "measured"
+        numbers = ([_cell(r.test_accuracy, "{:.1f}", 100), _cell(r.test_f1_macro, "{:.1f}", 100),
+                    _cell(r.agreement, "{:.1f}", 100), _cell(r.mcnemar_p, "{:.2g}"), _cell(r.examples_per_s, "{:,.0f}"),
+                    _cell(r.latency_p50_ms, "{:.2f}"), _cell(r.latency_p99_ms, "{:.2f}"), _cell(r.size_mb, "{:,.1f}")]
+                   if measured else ["–"] * 8)
+        rows.append([pretty(r.method), variant_name(r.variant), *numbers,
+                     "yes" if r.pareto else "–", "" if measured else f"skipped: {r.reason}"])
+    batch = ", ".join(f"{b:g}" for b in report.deploy["batch_size"].unique())
+    headers = ["method", "variant", "accuracy %", "macro-F1 %", "agreement with torch fp32 %",
+               "McNemar p vs torch fp32", f"ex/s (batch {batch})", "p50 ms (batch 1)", "p99 ms (batch 1)", "size MB",
+               "Pareto", "note"]
+    deployed = report.recommendation.deployed
+    names = list(report.deploy["name"])
+    return Table(headers, rows, [False, False] + [True] * 8 + [False, False],
+                 {names.index(deployed)} if deployed else set())
 
 
 def pairwise_table(report: Report) -> Table:
@@ -204,6 +225,18 @@ def _figure(drawn: Drawn) -> str:
             f".svg</span></figcaption></figure>")
 
 
+DEPLOY_NOTE = ("Each method's selected run deployed on this CPU, measured on its test texts: agreement and McNemar "
+               "against torch fp32's predictions; ex/s of the forward passes in length-sorted batches; latency to "
+               "label one text alone, cleaning and tokenising included; size: torch's weights (base and adapter), "
+               "or the ONNX export's files. The variant to deploy is highlighted.")
+
+
+def _deployment(report: Report) -> str:
+    if report.deploy is None:
+        return ""
+    return f"<h3>Deployment</h3><p class=note>{escape(DEPLOY_NOTE)}</p>" + to_html(deploy_table(report))
+
+
 def _error_analysis(report: Report) -> str:
     parts = ["<p class=note>On the test set, the selected run of each method. Negation words: not, no, never, "
              "nothing, cannot, and contractions with or without their apostrophe (don't, dont, cant, isnt...).</p>",
@@ -259,7 +292,7 @@ def render_html(report: Report, figures: list[Drawn]) -> str:
         ("results", "Results", f"<p class=note>Test-set metrics of each method's configuration selected on "
          f"{escape(_selected_on(report))}, on the largest training set: mean ± std over its seeds, 95% bootstrap "
          "interval over test examples; the recommended method is highlighted.</p><h3>Quality</h3>"
-         + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report))),
+         + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report)) + _deployment(report)),
         ("significance", "Significance", f"<p class=note>McNemar's test between the selected runs of each pair "
          f"of methods on the shared test set; significant at p &lt; {ALPHA}.</p>" + to_html(pairwise_table(report))),
         ("figures", "Figures", "\n".join(map(_figure, figures))),
@@ -291,7 +324,9 @@ def render_markdown(report: Report, figures: list[Drawn]) -> str:
              *(f"- {d}" for d in rec.details), "", "## Results", "",
              f"Each method's configuration selected on {_selected_on(report)}: mean ± std over its seeds, "
              "95% bootstrap interval over test examples.", "",
-             to_markdown(quality_table(report)), "", to_markdown(cost_table(report)), "", "## Figures", "",
+             to_markdown(quality_table(report)), "", to_markdown(cost_table(report)), "",
+             *(["## Deployment", "", DEPLOY_NOTE, "", to_markdown(deploy_table(report)), ""]
+               if report.deploy is not None else []), "## Figures", "",
              *(f"![{f.title}](figures/{f.name}.png)\n\n{f.caption}\n" for f in figures),
              "The full report with significance tests and error analysis: report.html", "", "---", "",
              _made_by(report), ""]
