@@ -69,9 +69,12 @@ class MethodSearch:
                 console.print(f"  {planned.run_id}: val {self._score(row):.4f}"
                               f"{' (pruned)' if row.get('pruned') else ''}, {row['runtime_sec']:.0f} s")
                 on_finished()
-        console.print(f"search {self.label}: {self._describe_budget()}, best val {self.study.best_value:.4f} "
-                      f"(trial {self.study.best_trial.number})")
-        return [self._planned(trial) for trial in self._finished()]
+        finished = self._finished()
+        complete = [t for t in finished if not t.user_attrs["pruned"]]
+        best = max(complete, key=lambda t: t.value) if complete else None
+        console.print(f"search {self.label}: {self._describe_budget()}"
+                      + (f", best val {best.value:.4f} (trial {best.number})" if best else ", every trial pruned"))
+        return [self._planned(trial) for trial in finished]
 
     # -- budget -----------------------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
                                  on_finished=lambda: write_results(directory, done + _trial_ids(directory)))
     if cfg.reseed_best:
         reseed = reseed_plan(cfg, runs, write_results(directory, [r.run_id for r in runs]))
-        runs = grid + reseed
+        runs = runs + reseed
         stage(f"best configurations on seeds {cfg.reseed_best}", reseed, listed=runs)
     results = write_results(directory, [r.run_id for r in runs])
     if not results.empty:
