@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sendit.config import ConfigError, load_study, save_yaml
+from typer.testing import CliRunner
+
+from sendit.cli import app
+from sendit.config import ConfigError, RunConfig, SelectionConfig, load_run, load_study, save_yaml, to_dict
 from sendit.plan import plan
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
@@ -28,6 +31,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
     ("- just a list", "the top level must be a mapping"),
     ("name: [unclosed", "not valid YAML"),
     ("train: {early_stopping_patience: 0}", r"s.yaml.*early_stopping_patience=0: must be at least 1.*old 0.*is now 1"),
+    ("selection: {metric: f1}", r"s.yaml.selection: selection.metric='f1': one of f1_macro, accuracy, recall_macro"),
 ])
 def test_bad_config_names_file_and_field(tmp_path, text, message):
     path = tmp_path / "s.yaml"
@@ -118,3 +122,23 @@ def test_quickstart_plans_its_five_methods_in_order():
     assert [r.run_id for r in plan(load_study(CONFIGS[0].with_name("quickstart.yaml")))] == [
         "zero_shot-bs32-ep1-seed42", "head-lr0.002-bs32-ep1-seed42", "bitfit-lr0.002-bs32-ep1-seed42",
         "lora-lr0.0005-bs32-ep1-seed42", "full-lr5e-05-bs32-ep1-seed42"]
+
+
+def test_the_selection_metric_reaches_every_run_and_old_runs_load_as_macro_f1(tmp_path):
+    cfg = study_from(tmp_path, "selection: {metric: recall_macro}\nmethods: [{name: lora, grid: {lr: [1e-3, 2e-3]}}]\n")
+    assert [r.config.selection.metric for r in plan(cfg)] == ["recall_macro", "recall_macro"]
+    saved = to_dict(RunConfig(selection=SelectionConfig("accuracy")))
+    del saved["selection"]  # a run saved before the setting existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert load_run(tmp_path / "config.yaml").selection.metric == "f1_macro"
+
+
+def test_study_command_names_the_selection_metric_or_refuses_an_unknown_one(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nreseed_best: [2]\nmethods: [{name: lora}]\n")
+    result = CliRunner().invoke(app, ["study", str(path), "--dry-run", "--set", "selection.metric=accuracy"])
+    assert result.exit_code == 0
+    assert "(chosen on validation accuracy once the grid is done)" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["study", str(path), "--set", "selection.metric=bogus"])
+    assert result.exit_code == 2
+    assert "selection.metric='bogus': one of f1_macro, accuracy, recall_macro" in " ".join(result.output.split())

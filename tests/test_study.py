@@ -161,6 +161,15 @@ def test_rerun_skips_finished_runs_and_redoes_an_unfinished_one(study_dir):
     assert len(pd.read_csv(directory / "results.csv")) == len(runs)
 
 
+def test_rerun_with_another_selection_metric_is_refused_before_any_work(study_dir):
+    directory, path = study_dir
+    saved = (directory / "config.yaml").read_text()
+    result = runner.invoke(app, ["study", str(path), "--set", "selection.metric=accuracy"])
+    assert result.exit_code == 2
+    assert "were selected on f1_macro, not selection.metric=accuracy" in " ".join(result.output.split())
+    assert (directory / "config.yaml").read_text() == saved
+
+
 def test_predict_and_eval_agree_with_the_run(study):
     directory, _ = study
     run = next((directory / "runs").glob("full-*seed1"))
@@ -262,6 +271,29 @@ def test_selection_ranks_configurations_by_mean_validation_f1_not_their_best_see
     """lora at 100: A's best seed (0.80) beats all of B's, but B's mean (0.765) beats A's (0.75); the
     chosen run is then the winner's best seed. Each method and size is decided apart."""
     assert select(SELECTION).run_id.tolist() == ["lora-n100-B-seed2", "lora-n200-A-seed1", "bitfit-n100-C-seed2"]
+
+
+def validated(metric: str | None) -> pd.DataFrame:
+    """Two configurations, two seeds: A is the more accurate on validation, B has the higher macro-F1.
+    Written with `metric` as each run's selection metric (None: results from before there was one)."""
+    rows = [("A", 1, 0.70, 0.86), ("A", 2, 0.72, 0.84), ("B", 1, 0.80, 0.80), ("B", 2, 0.79, 0.81)]
+    table = pd.DataFrame([{"run_id": f"{config}-seed{seed}", "method": "lora", "train_size": 100,
+                           "config_id": config, "seed": seed, "best_val_f1": f1, "val_accuracy": accuracy,
+                           "test_accuracy": 0.5} for config, seed, f1, accuracy in rows])
+    if metric is None:
+        return table
+    return table.assign(selection_metric=metric, best_val_score=table["val_accuracy" if metric == "accuracy"
+                                                                      else "best_val_f1"])
+
+
+def test_selection_ranks_on_the_metric_the_runs_were_selected_on():
+    assert select(validated("f1_macro")).run_id.tolist() == ["B-seed1"]
+    assert select(validated("accuracy")).run_id.tolist() == ["A-seed1"]
+    assert select(validated(None)).run_id.tolist() == ["B-seed1"]  # saved before the choice: macro-F1
+    resumed = pd.concat([validated(None)[:2], validated("f1_macro")[2:]])  # an old study run on by new code
+    assert select(resumed).run_id.tolist() == ["B-seed1"]
+    with pytest.raises(ConfigError, match=r"different metrics \(accuracy, f1_macro\).*selection.metric"):
+        select(pd.concat([validated("accuracy")[:2], validated(None)[2:]]))
 
 
 def test_best_per_method_is_the_selection_on_the_largest_training_set():
@@ -386,3 +418,28 @@ def test_grid_varies_attention_dropout_but_not_tokenisation(tmp_path):
     assert [r.config.model.attention_dropout for r in runs] == [0.0, 0.1]
     with pytest.raises(ConfigError, match="unknown key 'max_length'.*model field \\(attention, attention_dropout\\)"):
         plan(load_study(path, ["methods=[{name: full, grid: {max_length: [32]}}]"]))
+
+
+def test_a_study_on_macro_recall_keeps_selects_and_reports_by_it(tmp_path, tweets):
+    directory, _ = run_study(tmp_path, {
+        "name": "recall", "data": {**DATA, "path": str(tweets)}, "model": {"name": "tiny-bert", "max_length": 32},
+        "train": {"epochs": 1, "batch_size": 16, "bf16": False, "evals_per_epoch": 3, "threads": 1},
+        "methods": [{"name": "full", "grid": {"lr": [3e-3, 1e-3]}}], "seeds": [1],
+        "selection": {"metric": "recall_macro"}, "report": True})
+    results = pd.read_csv(directory / "results.csv")
+    assert (results.selection_metric == "recall_macro").all() and len(results) == 2
+    for run in results.itertuples():
+        log = pd.read_csv(directory / "runs" / run.run_id / "epoch_log.csv")
+        kept = log.loc[log.val_recall_macro.idxmax()]  # the first best
+        assert (run.best_val_score, run.best_val_f1, run.val_accuracy, run.best_epoch) == (
+            kept.val_recall_macro, kept.val_f1, kept.val_accuracy, kept.epoch)
+        saved = yaml.safe_load((directory / "runs" / run.run_id / "config.yaml").read_text())
+        assert saved["selection"] == {"metric": "recall_macro"}
+    assert select(results).run_id.tolist() == [results.loc[results.best_val_score.idxmax(), "run_id"]]
+    statistics = json.loads((directory / "statistics.json").read_text())
+    assert statistics["selection_metric"] == "recall_macro"
+    assert "the best mean validation macro-recall over the seeds" in statistics["selection"]
+    page = (directory / "report.html").read_text()
+    assert "selected on validation macro-recall (val macro-recall), on the largest training set" in page
+    assert "<th class=num>val macro-recall %</th>" in page
+    assert "validation macro-recall (the selection metric)" in (directory / "report.md").read_text()

@@ -11,11 +11,12 @@ from sendit import train as train_module
 from sendit.config import DataConfig, DistillConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from sendit.distill import distillation_loss, kd_loss
 from sendit.artifacts import build_model
+from sendit.evaluate import classification_metrics
 from sendit.run import seed_everything
 from sendit.train import Batching, Trainer
 
 
-def fit_tiny(encoded_tweets, method: str, loss=None, lr=1e-2, options=None, **train):
+def fit_tiny(encoded_tweets, method: str, loss=None, lr=1e-2, options=None, selection_metric="f1_macro", **train):
     """One fp32 tiny-bert fit on the synthetic tweets (seeded as `execute` seeds); (trainer, result)."""
     _, encoded, pad_id = encoded_tweets
     train_cfg = TrainConfig(**{"batch_size": 16, "bf16": False, "seed": 1, **train})
@@ -23,7 +24,8 @@ def fit_tiny(encoded_tweets, method: str, loss=None, lr=1e-2, options=None, **tr
                     method=MethodConfig(name=method, lr=lr, options=options or {}), train=train_cfg)
     seed_everything(train_cfg.seed)
     model, _, adapter = build_model(cfg, LABELS)
-    trainer = Trainer(model, adapter, train_cfg, Batching(pad_id), LABELS, precision="fp32", loss=loss)
+    trainer = Trainer(model, adapter, train_cfg, Batching(pad_id), LABELS, precision="fp32", loss=loss,
+                      selection_metric=selection_metric)
     return trainer, trainer.fit(encoded["train"], encoded["val"])
 
 
@@ -38,16 +40,36 @@ def script_val_f1(monkeypatch, scores: list[float]) -> None:
     monkeypatch.setattr(train_module, "classification_metrics", scripted)
 
 
+def script_val_predictions(monkeypatch, predictions: list[np.ndarray]) -> None:
+    """Validations predict `predictions` in turn (then the last again), scored by the real metrics."""
+    calls = itertools.count()
+
+    def scripted(kind):
+        return np.eye(2, dtype=np.float32)[predictions[min(next(calls), len(predictions) - 1)]]
+
+    for kind in train_module.PHASE_KINDS.values():
+        monkeypatch.setattr(kind, "val_logits", scripted)
+
+
+def accurate_and_balanced(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions where accuracy and macro-F1 disagree: the majority class everywhere (the more accurate),
+    and the labels with as many examples of each class wrong (the higher macro-F1)."""
+    counts = np.bincount(labels, minlength=2)
+    balanced = labels.copy()
+    wrong = np.concatenate([np.flatnonzero(labels == c)[:counts.min() // 2 + 1] for c in (0, 1)])
+    balanced[wrong] = 1 - balanced[wrong]
+    accurate = np.full_like(labels, counts.argmax())
+    scores = [classification_metrics(labels, p, LABELS) for p in (accurate, balanced)]
+    assert scores[0]["accuracy"] > scores[1]["accuracy"] and scores[0]["f1_macro"] < scores[1]["f1_macro"]
+    return accurate, balanced
+
+
 def trained_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n in trainer.saved_names}
 
 
-# -- best checkpoint ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("method", ["lora", "head"])  # an end-to-end phase, a head-features phase
-def test_fit_ends_on_the_weights_of_the_best_validation(encoded_tweets, monkeypatch, method):
-    """Scores 0.6, 0.8, 0.7: the second validation is kept, and its weights exactly, not the last ones."""
-    script_val_f1(monkeypatch, [0.6, 0.8, 0.7])
+def weights_at_each_validation(monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """Filled, as the trainer validates, with its trained weights at each validation."""
     at_validation = []
     record = Trainer._record
 
@@ -56,12 +78,44 @@ def test_fit_ends_on_the_weights_of_the_best_validation(encoded_tweets, monkeypa
         record(self, *args)
 
     monkeypatch.setattr(Trainer, "_record", snapshot_then_record)
+    return at_validation
+
+
+# -- best checkpoint ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["lora", "head"])  # an end-to-end phase, a head-features phase
+def test_fit_ends_on_the_weights_of_the_best_validation(encoded_tweets, monkeypatch, method):
+    """Scores 0.6, 0.8, 0.7: the second validation is kept, and its weights exactly, not the last ones."""
+    script_val_f1(monkeypatch, [0.6, 0.8, 0.7])
+    at_validation = weights_at_each_validation(monkeypatch)
     trainer, fit = fit_tiny(encoded_tweets, method, max_steps=3, eval_every_steps=1)
     assert [row["step"] for row in fit.epoch_log] == [1, 2, 3]
     assert fit.best is fit.epoch_log[1] and fit.best["val_f1"] == 0.8
     final = trained_weights(trainer)
     assert all(torch.equal(final[n], at_validation[1][n]) for n in final)
     assert not all(torch.equal(final[n], at_validation[2][n]) for n in final), "the third step changed nothing"
+
+
+@pytest.mark.parametrize("metric, kept", [("f1_macro", 0), ("accuracy", 1)])
+def test_the_kept_checkpoint_is_the_best_on_the_selection_metric(encoded_tweets, monkeypatch, metric, kept):
+    """Validation 1 has the higher macro-F1, validation 2 the higher accuracy, validation 3 is all wrong."""
+    labels = encoded_tweets[1]["val"].labels
+    accurate, balanced = accurate_and_balanced(labels)
+    script_val_predictions(monkeypatch, [balanced, accurate, 1 - labels])
+    at_validation = weights_at_each_validation(monkeypatch)
+    trainer, fit = fit_tiny(encoded_tweets, "lora", max_steps=3, eval_every_steps=1, selection_metric=metric)
+    assert fit.best is fit.epoch_log[kept]
+    final = trained_weights(trainer)
+    assert all(torch.equal(final[n], at_validation[kept][n]) for n in final)
+    for row, predictions in zip(fit.epoch_log, [balanced, accurate, 1 - labels]):  # every score, whatever ranks
+        scores = classification_metrics(labels, predictions, LABELS)
+        assert (row["val_accuracy"], row["val_f1"], row["val_recall_macro"]) == (
+            scores["accuracy"], scores["f1_macro"], scores["recall_macro"])
+
+
+def test_an_unknown_selection_metric_is_refused(encoded_tweets):
+    with pytest.raises(ValueError, match="selection metric 'f1': one of accuracy, f1_macro, recall_macro"):
+        fit_tiny(encoded_tweets, "head", max_steps=1, selection_metric="f1")
 
 
 # -- early stopping ----------------------------------------------------------------------------------
@@ -79,6 +133,19 @@ def test_early_stopping_after_patience_validations_without_a_gain(encoded_tweets
     _, fit = fit_tiny(encoded_tweets, method, max_steps=8, eval_every_steps=1, early_stopping_patience=patience)
     assert [row["step"] for row in fit.epoch_log] == list(range(1, validations + 1))
     assert fit.stopped_early == (patience is not None)
+
+
+@pytest.mark.parametrize("metric, validations", [("accuracy", 2), ("f1_macro", 3)])
+def test_early_stopping_counts_validations_without_a_gain_in_the_selection_metric(encoded_tweets, monkeypatch,
+                                                                                 metric, validations):
+    """The more accurate predictions, then the higher-macro-F1 ones again and again; patience 1 stops after
+    the second validation on accuracy (no gain), after the third on macro-F1 (a gain, then an equal score)."""
+    accurate, balanced = accurate_and_balanced(encoded_tweets[1]["val"].labels)
+    script_val_predictions(monkeypatch, [accurate, balanced])
+    _, fit = fit_tiny(encoded_tweets, "head", max_steps=6, eval_every_steps=1, early_stopping_patience=1,
+                      selection_metric=metric)
+    assert len(fit.epoch_log) == validations and fit.stopped_early
+    assert fit.best is fit.epoch_log[0 if metric == "accuracy" else 1]
 
 
 def test_early_stopping_counts_per_phase_and_the_best_spans_phases(encoded_tweets, monkeypatch):

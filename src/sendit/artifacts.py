@@ -27,7 +27,7 @@ from sendit.io import atomic_write, atomic_write_json
 from sendit.hardware import Decision, inference_precision, representative_batch
 from sendit.methods import get_method
 from sendit.models import load_model
-from sendit.train import Batching
+from sendit.train import VALIDATION_COLUMNS, Batching
 
 FORMAT_VERSION = 1  # raise it when a file changes in a way an older sendit cannot read
 ADAPTER_FILE = "adapter.safetensors"
@@ -39,7 +39,7 @@ class RunError(InputError):
     """A run directory that is missing files or whose files fail validation."""
 
 
-EPOCH_LOG_COLUMNS = ["epoch", "phase", "step", "train_loss", "val_loss", "val_accuracy", "val_f1"]
+EPOCH_LOG_COLUMNS = ["epoch", "phase", "step", "train_loss", "val_loss", *VALIDATION_COLUMNS.values()]
 
 
 def build_model(cfg: RunConfig, label_names: list[str]):

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 # Option defaults are read from these dataclasses (a field's class attribute is its default): one source.
-from sendit.config import DataConfig, DistillConfig, MethodConfig, ModelConfig, TrainConfig
+from sendit.config import SELECTION_METRICS, DataConfig, DistillConfig, MethodConfig, ModelConfig, TrainConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # hub ids still work where a cache has them
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -92,7 +92,8 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
                           f"each to the same budget of {cfg.search.describe_budget()}")
         if cfg.reseed_best:
             console.print(f"then each method's best configuration{' per size' if cfg.sizes else ''} on seeds "
-                          f"{cfg.reseed_best} (chosen on validation F1 once the grid is done)")
+                          f"{cfg.reseed_best} (chosen on validation {SELECTION_METRICS[cfg.selection.metric]} once "
+                          "the grid is done)")
         return
     if ray and workers > 1:
         _fail("--workers and --ray exclude each other: on Ray, set the CPUs per run with -s train.threads=N")
@@ -106,7 +107,8 @@ def _run_and_print(cfg, workers: int = 1, ray: Optional[str] = None) -> None:
     from sendit.table import COST, per_class_table, results_table
 
     results = _guard(lambda: run_study(cfg, console, workers, ray))
-    console.print(results_table(results, f"{cfg.name}: test set, best configuration per method by val F1"))
+    console.print(results_table(results, f"{cfg.name}: test set, best configuration per method by validation "
+                                         f"{SELECTION_METRICS[cfg.selection.metric]}"))
     console.print(results_table(results, f"{cfg.name}: cost of each method's best run", COST))
     console.print(per_class_table(results, _label_names(cfg.directory)))
     _print_statistics(cfg.directory)
@@ -193,7 +195,7 @@ def train(dataset: str = typer.Option(DataConfig.dataset, help="Registry name (s
 
 @app.command()
 def distill(teacher: Path = typer.Option(..., help="The teacher's run directory (any method), or a study "
-                                                   "directory: its best run on validation F1"),
+                                                   "directory: its best run on validation (its selection.metric)"),
             student: str = typer.Option("minilm-l3", help="Student model: alias (minilm-l3), directory or hub id"),
             method: str = typer.Option("full", help="The student's method (any of `sendit methods`)"),
             lr: Optional[float] = typer.Option(MethodConfig.lr), epochs: float = typer.Option(TrainConfig.epochs),

@@ -97,8 +97,8 @@ class TrainConfig:
     scheduler: str = "linear"  # linear | cosine | constant
     eval_every_steps: int | None = None  # None: validate once per epoch
     evals_per_epoch: int = 1  # >1 validates several times per epoch (seed 003 used 2)
-    # Stop a phase once this many validations in a row brought no val-F1 gain (>= 1; 1: at the first
-    # validation without a gain). None: every scheduled validation runs.
+    # Stop a phase once this many validations in a row brought no gain in `selection.metric` (>= 1; 1: at
+    # the first validation without a gain). None: every scheduled validation runs.
     early_stopping_patience: int | None = None
     device: str = "auto"  # auto | cpu | cuda | mps; auto: CUDA, then MPS, then the CPU
     # Training precision: auto | fp32 | bf16 | fp16 (fp16 with loss scaling). auto: on CUDA bf16 where
@@ -134,7 +134,7 @@ class TrainConfig:
                               "train.length_buckets: true (budgets cut length-sorted buckets)")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"train.early_stopping_patience={self.early_stopping_patience}: must be at least 1 "
-                              "(validations in a row without a val-F1 gain); the old 0, stop at the first "
+                              "(validations in a row without a gain); the old 0, stop at the first "
                               "validation without a gain, is now 1")
 
     def _migrate_bf16(self) -> None:
@@ -148,12 +148,31 @@ class TrainConfig:
         self.bf16 = None
 
 
+# The validation metrics a selection may rank by (keys of sendit.evaluate.classification_metrics), and
+# how texts name them.
+SELECTION_METRICS = {"f1_macro": "macro-F1", "accuracy": "accuracy", "recall_macro": "macro-recall"}
+
+
+@dataclass
+class SelectionConfig:
+    """What "best on validation" means, for the checkpoint a run keeps, its early stopping, the
+    configuration a study selects, the seeds it re-runs and a study's teacher alike."""
+
+    # f1_macro | accuracy (seed 004 chose on it) | recall_macro (SemEval-2017 4A ranks systems by it)
+    metric: str = "f1_macro"
+
+    def __post_init__(self):
+        if self.metric not in SELECTION_METRICS:
+            raise ConfigError(f"selection.metric={self.metric!r}: one of {', '.join(SELECTION_METRICS)}")
+
+
 @dataclass
 class DistillConfig:
     """Knowledge distillation (Hinton et al. 2015) from a trained run into this run's model."""
 
     # The teacher's run directory (any method), or in a study also a study directory: its best run on
-    # validation macro-F1. The teacher must have been trained on the same data (its splits).
+    # validation, by that study's `selection.metric`. The teacher must have been trained on the same data
+    # (its splits).
     teacher: str = ""
     temperature: float = 2.0  # T: softens both distributions; the KL term is scaled by T^2
     alpha: float = 0.5  # weight of the soft (KL) term; 1 - alpha weighs cross-entropy on the labels
@@ -229,8 +248,8 @@ class SearchConfig:
 class StudyConfig:
     """A comparative study: methods x grid x seeds x training-set sizes over one dataset and model.
 
-    Per method and size, the configuration with the best mean validation macro-F1 (over `seeds`)
-    is chosen; test metrics are only reported, never used to choose.
+    Per method and size, the configuration with the best mean validation score (`selection.metric`,
+    over `seeds`) is chosen; test metrics are only reported, never used to choose.
     """
 
     name: str = "study"
@@ -238,6 +257,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)  # passed into every run's config
     methods: list[StudyMethodConfig] = field(default_factory=lambda: [StudyMethodConfig()])
     seeds: list[int] = field(default_factory=lambda: [42])  # every grid configuration runs on each
     # Training-set sizes: stratified subsets of the train split, all evaluated on the same val and
@@ -265,6 +285,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Runs saved before there was a choice have none in their config.yaml: they were kept on macro-F1.
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     distill: DistillConfig | None = None
 
 

@@ -112,9 +112,9 @@ def merged(model):
 
 
 def teacher_run(path: str | Path) -> Path:
-    """A run directory as it is; a study directory: its best run on validation macro-F1 (each method's
-    selected configuration, then the best of those; test metrics are not consulted)."""
-    from sendit.results import collect, select
+    """A run directory as it is; a study directory: its best run on validation, by the study's selection
+    metric (each method's selected configuration, then the best of those; test metrics are not consulted)."""
+    from sendit.results import collect, select, selection_scores
 
     path = Path(path)
     if (path / METRICS_FILE).is_file():
@@ -124,7 +124,7 @@ def teacher_run(path: str | Path) -> Path:
     chosen = select(collect(path))
     if chosen.empty:
         raise ConfigError(f"{path}: a study without finished runs, no teacher yet")
-    return path / "runs" / chosen.loc[chosen["best_val_f1"].idxmax(), "run_id"]
+    return path / "runs" / chosen.loc[selection_scores(chosen).idxmax(), "run_id"]
 
 
 def resolve_teachers(cfg: StudyConfig) -> StudyConfig:

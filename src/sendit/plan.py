@@ -74,7 +74,8 @@ def configurations(cfg: StudyConfig) -> list[PlannedRun]:
             for point, method_cfg, train_cfg, model_cfg in points:
                 name = name_configuration(method_cfg, get_method(method_cfg).lr, train_cfg, model_cfg, size, point)
                 planned.append(PlannedRun(name, RunConfig(data=cfg.data, model=model_cfg, method=method_cfg,
-                                                          train=train_cfg, distill=study_method.distill), size))
+                                                          train=train_cfg, selection=cfg.selection,
+                                                          distill=study_method.distill), size))
     return planned
 
 

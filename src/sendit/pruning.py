@@ -22,7 +22,7 @@ class TrialRef:
     number: int  # the trial's number within its method's search: 0, 1, ...
     pruner: str  # search.pruner: every process must judge with the same pruner
     startup_trials: int
-    metric: str = "val_f1"  # the validation row's key the search maximises
+    metric: str  # the validation row's column the search maximises (the selection metric's)
 
 
 def import_optuna():

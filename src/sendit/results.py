@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sendit.config import SELECTION_METRICS, ConfigError, SelectionConfig
 from sendit.io import atomic_write_csv, atomic_write_json
 
 # results.csv: one row per run, these columns first (DESIGN.md), then everything else a run reports.
@@ -29,7 +30,7 @@ N_BOOT = 2000
 ALPHA = 0.05
 # Summarised per method and size over the seeds of the selected configuration (summary.csv: mean, std).
 METRICS = ["test_accuracy", "test_f1_macro", "test_f1_weighted", "test_recall_macro", "best_val_f1",
-           "runtime_sec", "peak_memory_mb", "trainable_params", "f1_per_m_params",
+           "best_val_score", "runtime_sec", "peak_memory_mb", "trainable_params", "f1_per_m_params",
            "inference_examples_per_s", "adapter_mb"]
 
 
@@ -47,12 +48,33 @@ def trial_number(run_id: str) -> int | None:
 
 # -- selection: validation only -------------------------------------------------------------------
 
+DEFAULT_METRIC = SelectionConfig().metric  # what results written before `selection_metric` were selected on
+
+
+def selection_metric(results: pd.DataFrame) -> str:
+    """The one metric the runs kept their checkpoints by: scores on different metrics do not rank together."""
+    metrics = set(results["selection_metric"].fillna(DEFAULT_METRIC)) if "selection_metric" in results else set()
+    if len(metrics) > 1:
+        raise ConfigError(f"runs selected on different metrics ({', '.join(sorted(metrics))}) cannot be ranked "
+                          "together: a study changing selection.metric needs another name or output_dir")
+    return metrics.pop() if metrics else DEFAULT_METRIC
+
+
+def selection_scores(results: pd.DataFrame) -> pd.Series:
+    """Each run's score on the selection metric at its kept checkpoint. Macro-F1's is best_val_f1 (a run's
+    best_val_score, where it has one): results written before that column rank exactly as they did."""
+    if selection_metric(results) == "f1_macro":
+        return results["best_val_f1"]
+    return results["best_val_score"]
+
+
 def select(results: pd.DataFrame) -> pd.DataFrame:
     """Per method and training-set size, the best configuration's best run; test columns are never read.
 
-    Configurations are ranked by mean best_val_f1 over the seeds they all ran (the grid seeds, so the
-    extra seeds of a re-run best do not tilt the ranking); within the winner, the run with the best
-    validation F1 is the one the notebook files describe and McNemar compares. Ties: first listed.
+    Configurations are ranked by their mean validation score (`selection_scores`: the study's
+    selection metric) over the seeds they all ran (the grid seeds, so the extra seeds of a re-run best
+    do not tilt the ranking); within the winner, the run with the best validation score is the one the
+    notebook files describe and McNemar compares. Ties: first listed.
     A pruned search trial stopped part-way: it is never chosen.
     """
     if "pruned" in results:
@@ -61,13 +83,14 @@ def select(results: pd.DataFrame) -> pd.DataFrame:
         return results
     if "config_id" not in results:  # a bare table, e.g. `sendit train`'s row: each run its own configuration
         results = results.assign(config_id=results.index.astype(str), train_size=results.get("train_size"))
+    scores = selection_scores(results)
     chosen = []
     for _, group in results.groupby(["method", "train_size"], sort=False, dropna=False):
         seeds = group.groupby("config_id", sort=False)["seed"].apply(set)
-        shared = set.intersection(*seeds) or set(group["seed"])
-        score = group[group["seed"].isin(shared)].groupby("config_id", sort=False)["best_val_f1"].mean()
+        shared = group[group["seed"].isin(set.intersection(*seeds) or set(group["seed"]))]
+        score = scores[shared.index].groupby(shared["config_id"], sort=False).mean()
         best = group[group["config_id"] == score.idxmax()]
-        chosen.append(best.loc[best["best_val_f1"].idxmax()])
+        chosen.append(best.loc[scores[best.index].idxmax()])
     return pd.DataFrame(chosen)
 
 
@@ -115,7 +138,8 @@ def write_results(directory: Path, run_ids: list[str] | None = None) -> pd.DataF
     atomic_write_csv(directory / "results.csv", results)
     for method, best in best_per_method(results).iterrows():
         group = results[results["method"] == method]
-        others = group[group["run_id"] != best["run_id"]].sort_values("best_val_f1", ascending=False, kind="stable")
+        others = group[group["run_id"] != best["run_id"]]
+        others = others.loc[selection_scores(others).sort_values(ascending=False, kind="stable").index]
         ranked = pd.concat([group[group["run_id"] == best["run_id"]], others])  # first row: the chosen run
         atomic_write_csv(directory / f"{method}_results.csv",
                          ranked[NOTEBOOK_COLUMNS + [c for c in ranked.columns if c not in NOTEBOOK_COLUMNS]])
@@ -148,6 +172,7 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
                  "seeds": runs["seed"].tolist()}
         for column in ("best_val_f1", "test_accuracy", "test_f1_macro"):
             entry[f"{column}_mean"], entry[f"{column}_std"] = mean_std(runs[column])
+        entry["best_val_score_mean"], entry["best_val_score_std"] = mean_std(selection_scores(runs))
         configurations.append(entry)
 
     summary = []
@@ -168,9 +193,12 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
         summary.append(row)
 
     pairs = pairwise(directory, chosen)
+    metric = selection_metric(results)
     statistics = {
-        "selection": "per method and training-set size, the configuration with the best mean validation "
-                     "macro-F1 over the seeds every configuration ran; test metrics are never consulted",
+        "selection": f"per method and training-set size, the configuration with the best mean validation "
+                     f"{SELECTION_METRICS[metric]} over the seeds every configuration ran; test metrics are never "
+                     "consulted",
+        "selection_metric": metric,
         "bootstrap": f"{N_BOOT} percentile resamples of the test examples, {1 - ALPHA:.0%} interval of the "
                      f"mean over the chosen configuration's seeds (every seed sees the same resample)",
         "mcnemar": "two-sided; exact binomial below 25 discordant pairs (statistic: the smaller count), else "

@@ -27,7 +27,7 @@ from sendit.hardware import inference_precision, representative_batch, resolve_d
 from sendit.measure import file_mb, memory_kind, memory_mb, peak_memory_mb, peak_reserved_mb, reset_peak_memory
 from sendit.models import count_parameters
 from sendit.provenance import provenance
-from sendit.train import Batching, LossHook, ProgressHook, Trainer, ValidationHook
+from sendit.train import VALIDATION_COLUMNS, Batching, LossHook, ProgressHook, Trainer, ValidationHook, epoch_log_scores
 
 
 def seed_everything(seed: int) -> None:
@@ -77,7 +77,8 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     peak_reset = reset_peak_memory(device)
     memory_before = memory_mb(device)
     trainer = Trainer(model, method, cfg.train, batching, cfg.data.label_names, train_choice.precision, progress,
-                      loss, device=device, eval_precision=precision, on_validation=on_validation)
+                      loss, device=device, eval_precision=precision, selection_metric=cfg.selection.metric,
+                      on_validation=on_validation)
     fit = trainer.fit(encoded["train"], encoded["val"])
     peak, peak_reserved = peak_memory_mb(device), peak_reserved_mb(device)
     if not trainer.accelerator.is_main_process:
@@ -100,7 +101,8 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     row = {
         "method": cfg.method.label or cfg.method.name, "base_method": cfg.method.name,
         "lr": method.lr, "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs, "seed": cfg.train.seed,
-        "best_val_f1": best["val_f1"], "val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"],
+        "best_val_f1": best["val_f1"], "val_accuracy": best["val_accuracy"], "selection_metric": cfg.selection.metric,
+        "best_val_score": best[VALIDATION_COLUMNS[cfg.selection.metric]], "best_epoch": best["epoch"],
         "test_accuracy": test["accuracy"], "test_f1_macro": test["f1_macro"],
         "test_f1_weighted": test["f1_weighted"], "test_recall_macro": test["recall_macro"],
         "runtime_sec": fit.train_seconds, "train_examples": fit.train_examples,
@@ -123,11 +125,12 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
 
 
 def _final_validation(model, val: Encoded, cfg: RunConfig, precision: str, batching: Batching) -> dict:
+    """The validation scores of a model that never validated while training (nothing trains, or no val split)."""
     if len(val) == 0:
-        return {"val_f1": float("nan"), "val_accuracy": float("nan"), "epoch": cfg.train.epochs}
+        return {**dict.fromkeys(VALIDATION_COLUMNS.values(), float("nan")), "epoch": cfg.train.epochs}
     logits, _ = predict_logits(model, val, cfg.train.eval_batch_size, precision, **vars(batching))
-    metrics = classification_metrics(val.labels, logits.argmax(-1), cfg.data.label_names)
-    return {"val_f1": metrics["f1_macro"], "val_accuracy": metrics["accuracy"], "epoch": 0}
+    return {**epoch_log_scores(classification_metrics(val.labels, logits.argmax(-1), cfg.data.label_names)),
+            "epoch": 0}
 
 
 def per_class_columns(test: dict, label_names: list[str]) -> dict:

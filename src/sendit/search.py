@@ -20,6 +20,7 @@ from sendit.parallel import execute_runs
 from sendit.plan import Choices, PlannedRun, Range, apply_grid_point, method_config, name_configuration, search_spaces
 from sendit.pruning import TrialRef, import_optuna, journal_storage, make_pruner
 from sendit.results import is_done
+from sendit.train import VALIDATION_COLUMNS
 
 JOURNAL = "search.journal"
 
@@ -116,9 +117,9 @@ class MethodSearch:
         config_id = f"{self.label}-trial{number:03d}{name[len(self.label):]}"
         train = replace(train, seed=cfg.seeds[0])
         ref = TrialRef(str(self.directory / JOURNAL), self.study.study_name, trial_id, number, cfg.search.pruner,
-                       cfg.search.startup_trials)
+                       cfg.search.startup_trials, VALIDATION_COLUMNS[cfg.selection.metric])
         return PlannedRun(config_id, RunConfig(data=cfg.data, model=model, method=method, train=train,
-                                               distill=self.study_method.distill), trial=ref)
+                                               selection=cfg.selection, distill=self.study_method.distill), trial=ref)
 
     def _planned(self, frozen) -> PlannedRun:
         return self._plan(frozen.number, frozen._trial_id, _decode(frozen.params, self.space))
@@ -137,7 +138,8 @@ class MethodSearch:
             self.study.tell(trial, self._score(row))
 
     def _score(self, row: dict) -> float:
-        return float(row["best_val_f1"])
+        """The run's validation score on the study's selection metric, at its kept checkpoint."""
+        return float(row["best_val_score"])
 
     def _recover(self) -> None:
         """Trials left running by a killed search: told their run's score if the run had finished,

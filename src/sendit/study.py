@@ -5,11 +5,11 @@ them, `sendit.search` runs a hyperparameter search's trials, `sendit.results` wr
 statistics, `sendit.report` the report.
 
 The order of work: run the grid; run the search's trials (methods with a `search` space, each to the
-same budget); choose each method's best configuration (per size) on validation macro-F1 only; re-run
-it on the `reseed_best` seeds; then summarise over seeds, with bootstrap
-intervals and McNemar verdicts (`statistics.json`, `summary.csv`, `pairwise.csv`). A method with a
-`distill:` teacher trains on its soft targets too (`sendit.distill`); such a study also sets its
-students beside the teacher (`distill_summary.csv`).
+same budget); choose each method's best configuration (per size) on validation only, by
+`selection.metric` (macro-F1 unless the config says otherwise); re-run it on the `reseed_best` seeds;
+then summarise over seeds, with bootstrap intervals and McNemar verdicts (`statistics.json`,
+`summary.csv`, `pairwise.csv`). A method with a `distill:` teacher trains on its soft targets too
+(`sendit.distill`); such a study also sets its students beside the teacher (`distill_summary.csv`).
 
 The data is prepared and tokenised once and shared by every run; a training-set size is a
 stratified subset of it. Each finished run leaves a `metrics.json`, written last; a re-run of the
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sendit.config import StudyConfig, save_yaml
+from sendit.config import ConfigError, StudyConfig, save_yaml
 from sendit.plan import PlannedRun, StudyData, plan, reseed_plan
-from sendit.results import is_done, write_results, write_statistics
 from sendit.pruning import import_optuna
+from sendit.results import collect, is_done, selection_metric, write_results, write_statistics
 from sendit.search import run_search
 
 
@@ -44,6 +44,7 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
         import_optuna()  # the same
     cfg = resolve_teachers(cfg)  # before any work too: a missing teacher or one trained on other data
     grid = plan(cfg)
+    _check_selection(cfg)
     console = console or Console()
     directory = cfg.directory
     directory.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,15 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
         if cfg.report:
             console.print(f"report: {write_report(directory)}")
     return results
+
+
+def _check_selection(cfg: StudyConfig) -> None:
+    """Refuse, before any work, a study directory whose finished runs kept their checkpoints by another
+    metric: they would be skipped as done and ranked with scores on a different scale."""
+    finished = collect(cfg.directory)
+    if not finished.empty and selection_metric(finished) != cfg.selection.metric:
+        raise ConfigError(f"{cfg.directory}: its finished runs were selected on {selection_metric(finished)}, not "
+                          f"selection.metric={cfg.selection.metric}: give this study another name or output_dir")
 
 
 def _run_stage(stage: str, runs: list[PlannedRun], listed: list[PlannedRun], directory: Path, data, console,

@@ -31,7 +31,7 @@ def _cell(value, fmt: str) -> str:
 
 
 def results_table(results: pd.DataFrame, title: str, columns=QUALITY) -> Table:
-    """The best run of each method (chosen on validation F1), with the given columns."""
+    """The best run of each method (chosen on validation, by the selection metric), with the given columns."""
     from sendit.results import best_per_method
 
     table = Table(title=title, header_style="bold")

@@ -1,4 +1,4 @@
-"""The training loop: a method's phases, validation, best checkpoint by val macro-F1, early stopping.
+"""The training loop: a method's phases, validation, best checkpoint by the selection metric, early stopping.
 
 Built on accelerate's `Accelerator`, so the same loop runs on one CPU, a GPU, or several processes
 under `torchrun` / `accelerate launch` (each rank takes every world_size-th batch; gradients are
@@ -50,6 +50,16 @@ class Batching:
     left_pad: bool = False
 
 
+# What each validation logs, by epoch-log column: the scores of sendit.evaluate.classification_metrics a
+# selection may rank by (config.SELECTION_METRICS). Macro-F1's column kept its name from before the choice.
+VALIDATION_COLUMNS = {"accuracy": "val_accuracy", "f1_macro": "val_f1", "recall_macro": "val_recall_macro"}
+
+
+def epoch_log_scores(metrics: dict) -> dict[str, float]:
+    """The validation scores among `metrics` (classification_metrics' result) under their epoch-log names."""
+    return {column: metrics[key] for key, column in VALIDATION_COLUMNS.items() if key in metrics}
+
+
 # Devices with torch's fused AdamW kernel.
 FUSED_ADAMW_DEVICES = {"cpu", "cuda", "mps", "xpu"}
 
@@ -98,15 +108,20 @@ def make_accelerator(precision: str, device: str = "cpu"):
 
 
 class Trainer:
-    """Runs a method's phases on one model, keeping the best state by validation macro-F1."""
+    """Runs a method's phases on one model, keeping the best state by the selection metric on validation."""
 
     def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, batching: Batching,
                  label_names: list[str], precision: str = "fp32", progress: ProgressHook | None = None,
                  loss: LossHook | None = None, device: str = "cpu", eval_precision: str | None = None,
-                 on_validation: ValidationHook | None = None):
-        """`precision` trains (fp32 | bf16 | fp16); `eval_precision` validates (default: `precision`)."""
+                 selection_metric: str = "f1_macro", on_validation: ValidationHook | None = None):
+        """`precision` trains (fp32 | bf16 | fp16); `eval_precision` validates (default: `precision`);
+        `selection_metric` (a key of VALIDATION_COLUMNS) decides the kept weights and early stopping;
+        `on_validation` sees each validation's row and may stop training (a search's pruner)."""
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision {precision!r}: fp32, bf16 or fp16 (sendit.hardware decides `auto`)")
+        if selection_metric not in VALIDATION_COLUMNS:
+            raise ValueError(f"selection metric {selection_metric!r}: one of {', '.join(VALIDATION_COLUMNS)}")
+        self.score_column = VALIDATION_COLUMNS[selection_metric]
         self.model, self.method, self.cfg = model, method, cfg
         self.loss = loss or (lambda outputs, batch, index: outputs.loss)
         self.batching, self.label_names, self.precision = batching, label_names, precision
@@ -194,10 +209,9 @@ class Trainer:
 
     def _record(self, row: dict, predictions: np.ndarray, labels: np.ndarray) -> None:
         """Score a validation; keep the weights when it beats the best so far."""
-        metrics = classification_metrics(labels, predictions, self.label_names)
-        row.update(val_accuracy=metrics["accuracy"], val_f1=metrics["f1_macro"])
+        row.update(epoch_log_scores(classification_metrics(labels, predictions, self.label_names)))
         self.result.epoch_log.append(row)
-        if not self.result.best or row["val_f1"] > self.result.best["val_f1"]:
+        if not self.result.best or row[self.score_column] > self.result.best[self.score_column]:
             self.result.best = row
             self.evals_since_best = 0
             self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters()
@@ -206,8 +220,8 @@ class Trainer:
             self.evals_since_best += 1
 
     def _should_stop(self) -> bool:
-        """True once `early_stopping_patience` validations in a row of this phase brought no val-F1
-        gain (Hugging Face's EarlyStoppingCallback). Asked only before the phase's last step, so
+        """True once `early_stopping_patience` validations in a row of this phase brought no gain in the
+        selection metric (Hugging Face's EarlyStoppingCallback). Asked only before the phase's last step, so
         `stopped_early` means validations were skipped."""
         patience = self.cfg.early_stopping_patience
         stop = patience is not None and self.evals_since_best >= patience

@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from sendit.config import ConfigError
 from sendit.methods.base import display_name, is_baseline
 from sendit.stats import format_p
-from sendit.results import ALPHA, METRICS, best_per_method, collect, write_statistics
+from sendit.results import ALPHA, METRICS, best_per_method, collect, selection_metric, selection_scores, write_statistics
 
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
@@ -43,6 +44,7 @@ class Study:
     methods: list[str]  # in the study config's order (cheapest first), not alphabetical
     label_names: list[str]
     info: dict  # dataset, model, data_stats
+    selection: str  # the metric runs kept their checkpoints by and the study selected on (results.csv)
 
     @cached_property
     def best(self) -> pd.DataFrame:
@@ -78,6 +80,10 @@ def load_study(directory: str | Path) -> Study:
         raise ReportError(f"{directory / 'results.csv'}: no finished runs yet")
     if "config_id" not in results:  # written before runs had configuration ids: rebuild from the runs
         results = collect(directory, results["run_id"].tolist())
+    try:
+        selection = selection_metric(results)
+    except ConfigError as err:
+        raise ReportError(f"{directory / 'results.csv'}: {err}") from None
     config = yaml.safe_load((directory / "config.yaml").read_text()) if (directory / "config.yaml").is_file() else {}
     config = config or {}
     present = list(dict.fromkeys(results["method"]))
@@ -88,7 +94,7 @@ def load_study(directory: str | Path) -> Study:
     info = {"dataset": config.get("data", {}).get("dataset"), "model": config.get("model", {}).get("name"),
             "data_stats": metrics.get("data_stats", {}), "provenance": metrics.get("provenance")}
     return Study(directory, config.get("name") or directory.name, results, methods,
-                 list(metrics["label_names"]), info)
+                 list(metrics["label_names"]), info, selection)
 
 
 def size_column(results: pd.DataFrame) -> str | None:
@@ -288,7 +294,8 @@ def search_trials(results: pd.DataFrame) -> pd.DataFrame:
     if "trial" not in results:
         return results.iloc[0:0]
     trials = results[results["trial"].notna()].drop_duplicates("config_id", keep="first")
-    return trials.sort_values(["trial"], kind="stable").assign(pruned=lambda t: t["pruned"].fillna(False).astype(bool))
+    return trials.sort_values(["trial"], kind="stable").assign(pruned=lambda t: t["pruned"].fillna(False).astype(bool),
+                                                               score=selection_scores)
 
 
 def tuning(study: Study) -> pd.DataFrame | None:
@@ -300,11 +307,11 @@ def tuning(study: Study) -> pd.DataFrame | None:
     rows = []
     for method, runs in trials.groupby("method", sort=False):
         finished = runs[~runs["pruned"]]
-        best = finished.loc[finished["best_val_f1"].idxmax()] if len(finished) else None
-        near = finished[finished["best_val_f1"] >= finished["best_val_f1"].max() - SENSITIVITY]
+        best = finished.loc[finished["score"].idxmax()] if len(finished) else None
+        near = finished[finished["score"] >= finished["score"].max() - SENSITIVITY]
         rows.append({"method": method, "trials": len(runs), "pruned": int(runs["pruned"].sum()),
                      "train_examples": int(runs["train_examples"].sum()), "seconds": runs["runtime_sec"].sum(),
-                     "best_val_f1": None if best is None else best["best_val_f1"],
+                     "best_score": None if best is None else best["score"],
                      "best_lr": None if best is None else best["lr"],
                      "near_lr_low": near["lr"].min(), "near_lr_high": near["lr"].max(),
                      "near_share": len(near) / len(finished) if len(finished) else None})

@@ -22,8 +22,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
+from sendit.config import SELECTION_METRICS
 from sendit.report.analysis import SENSITIVITY, Report, pareto_set, pretty, search_trials, size_column
-from sendit.results import select
+from sendit.results import select, selection_scores
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -316,8 +317,9 @@ def confusion_matrices(report: Report, style: dict[str, Style]):
     for ax in axes[len(methods):]:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes[:len(methods)].tolist(), label="share of the true class (%)", shrink=0.8)
-    caption = ("Confusion matrices on the test set, selected run of each method (by validation macro-F1): each cell "
-               "is the share of its true class (row) and the count of examples.")
+    caption = (f"Confusion matrices on the test set, selected run of each method (by validation "
+               f"{SELECTION_METRICS[report.study.selection]}): each cell is the share of its true class (row) and "
+               "the count of examples.")
     return fig, caption
 
 
@@ -345,14 +347,14 @@ def f1_vs_size(report: Report, style: dict[str, Style]):
 
 def grid_heatmaps(report: Report, style: dict[str, Style]):
     """The learning rate x batch size grid of each method that tried more than one, on its largest training set."""
-    grids = {}
+    grids, metric = {}, SELECTION_METRICS[report.study.selection]
     results = report.study.results
     grid_runs = results[results["trial"].isna()] if "trial" in results else results  # not a search's trials
-    for method, runs in grid_runs.groupby("method", sort=False):
+    for method, runs in grid_runs.assign(score=selection_scores(grid_runs)).groupby("method", sort=False):
         runs = runs[runs["train_size"] == runs["train_size"].max()]
         if len(runs[["lr", "batch_size"]].drop_duplicates()) > 1:
             scores = runs.groupby("config_id").agg(lr=("lr", "first"), batch_size=("batch_size", "first"),
-                                                   score=("best_val_f1", "mean"))  # mean over seeds
+                                                   score=("score", "mean"))  # mean over seeds
             grids[method] = 100 * scores.pivot_table(index="lr", columns="batch_size", values="score", aggfunc="max")
     if not grids:
         return None
@@ -372,9 +374,9 @@ def grid_heatmaps(report: Report, style: dict[str, Style]):
         ax.set_ylabel("learning rate")
         ax.grid(False)
         ax.set_title(pretty(method))
-        fig.colorbar(image, ax=ax, label="validation macro-F1 (%)")
-    return fig, ("The hyperparameter grid: validation macro-F1 of each learning rate and batch size, mean over "
-                 "seeds (the best over any other setting), on the largest training set.")
+        fig.colorbar(image, ax=ax, label=f"validation {metric} (%)")
+    return fig, (f"The hyperparameter grid: validation {metric} (the selection metric) of each learning rate and "
+                 "batch size, mean over seeds (the best over any other setting), on the largest training set.")
 
 
 def tuning_sensitivity(report: Report, style: dict[str, Style]):
@@ -388,18 +390,18 @@ def tuning_sensitivity(report: Report, style: dict[str, Style]):
     for ax, method in zip(axes, methods):
         runs, s, row = trials[trials["method"] == method], style[method], report.tuning.loc[method]
         finished, pruned = runs[~runs["pruned"]], runs[runs["pruned"]]
-        if pd.notna(row["best_val_f1"]):
-            best = 100 * row["best_val_f1"]
+        if pd.notna(row["best_score"]):
+            best = 100 * row["best_score"]
             ax.axhspan(best - 100 * SENSITIVITY, best, color=s.color, alpha=0.12, lw=0)
             ax.axvspan(row["near_lr_low"], row["near_lr_high"], color=s.color, alpha=0.08, lw=0)
-        ax.scatter(finished["lr"], 100 * finished["best_val_f1"], color=s.color, marker=s.marker,
+        ax.scatter(finished["lr"], 100 * finished["score"], color=s.color, marker=s.marker,
                    edgecolor="black", linewidth=0.5, zorder=3, label="finished")
-        ax.scatter(pruned["lr"], 100 * pruned["best_val_f1"], facecolor="none", edgecolor=s.color, marker=s.marker,
+        ax.scatter(pruned["lr"], 100 * pruned["score"], facecolor="none", edgecolor=s.color, marker=s.marker,
                    zorder=3, label="pruned (score when stopped)")
         _log_axis(ax, "x", runs["lr"])
         ax.set_title(pretty(method))
         ax.set_xlabel("learning rate (log scale)")
-    axes[0].set_ylabel("validation score (%)")
+    axes[0].set_ylabel(f"validation {SELECTION_METRICS[report.study.selection]} (%)")
     axes[-1].legend(frameon=False, loc="lower right", fontsize=8)
     return fig, ("Tuning sensitivity: each search trial's best validation score against its learning rate; hollow "
                  "markers were pruned (the score they had when stopped). Shaded: within 1 point of the method's "
@@ -415,12 +417,12 @@ def tuning_progress(report: Report, style: dict[str, Style]):
     ax = fig.subplots()
     for method, runs in trials.groupby("method", sort=False):
         spent = runs["train_examples"].cumsum()
-        best = runs["best_val_f1"].where(~runs["pruned"]).cummax()
+        best = runs["score"].where(~runs["pruned"]).cummax()
         s = style[method]
         ax.step(spent, 100 * best, where="post", color=s.color, label=pretty(method))
-        ax.scatter(spent, 100 * runs["best_val_f1"], color=s.color, marker=s.marker, s=14, alpha=0.5)
+        ax.scatter(spent, 100 * runs["score"], color=s.color, marker=s.marker, s=14, alpha=0.5)
     ax.set_xlabel("training examples spent by the search (cumulative)")
-    ax.set_ylabel("best validation score so far (%)")
+    ax.set_ylabel(f"best validation {SELECTION_METRICS[report.study.selection]} so far (%)")
     ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig, ("Search progress: the best validation score of each method's finished trials so far (line) and "
                  "each trial's score (dots) against the training examples spent; every method had the same budget.")

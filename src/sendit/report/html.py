@@ -12,6 +12,7 @@ from html import escape
 
 import pandas as pd
 
+from sendit.config import SELECTION_METRICS
 from sendit.provenance import describe
 from sendit.report.analysis import ALPHA, Report, config_keys, most_forgiving, pretty, size_column
 from sendit.report.figures import Drawn
@@ -62,6 +63,24 @@ def _metric_headers(summary: pd.DataFrame, specs: list[tuple]) -> list[str]:
             for h in ([header, "95% CI"] if f"{metric}_ci_low" in summary else [header])]
 
 
+def _score_header(metric: str) -> str:
+    """The results column of the selection metric's validation score: val F1 is in QUALITY already."""
+    return "val F1" if metric == "f1_macro" else f"val {SELECTION_METRICS[metric]}"
+
+
+def _quality_specs(report: Report) -> list[tuple]:
+    """QUALITY, and the validation score the study selected on where that is not macro-F1."""
+    metric = report.study.selection
+    return QUALITY + ([] if metric == "f1_macro" else
+                      [("best_val_score", f"{_score_header(metric)} %", 100, "{:.1f}")])
+
+
+def _selected_on(report: Report) -> str:
+    """What chose each method's configuration, as the page says it, naming its column."""
+    metric = report.study.selection
+    return f"validation {SELECTION_METRICS[metric]} ({_score_header(metric)})"
+
+
 def _pick(report: Report) -> set[int]:
     method = report.recommendation.method
     return {list(report.summary.index).index(method)} if method else set()
@@ -70,9 +89,10 @@ def _pick(report: Report) -> set[int]:
 def quality_table(report: Report) -> Table:
     """Per method: its selected configuration and every quality metric."""
     summary, keys = report.summary, config_keys(report.study.results)
+    specs = _quality_specs(report)
     rows = [[pretty(method), f"{row['n']:.0f}", *(_cell(row[k], KEYS[k][1]) for k in keys),
-             *_metric_cells(row, QUALITY)] for method, row in summary.iterrows()]
-    headers = ["method", "seeds", *(KEYS[k][0] for k in keys), *_metric_headers(summary, QUALITY)]
+             *_metric_cells(row, specs)] for method, row in summary.iterrows()]
+    headers = ["method", "seeds", *(KEYS[k][0] for k in keys), *_metric_headers(summary, specs)]
     return Table(headers, rows, [False] + [True] * (len(headers) - 1), _pick(report))
 
 
@@ -104,7 +124,7 @@ def runs_table(report: Report) -> Table:
     """Every run of the study, grid and seeds included, with the same metrics as the summary."""
     results = report.study.results
     keys = [k for k in KEYS if k in results]
-    specs = [spec for spec in QUALITY + COST if spec[0] in results]
+    specs = [spec for spec in _quality_specs(report) + COST if spec[0] in results]
     context = [column for column in CONTEXT if column in results]
     rows = [[row["run_id"], pretty(row["method"]), _cell(row["seed"], "{:g}"),
              *(_cell(row[k], KEYS[k][1]) for k in keys),
@@ -137,9 +157,9 @@ def tuning_table(report: Report) -> Table:
         near = (f"{row.near_lr_low:.3g} to {row.near_lr_high:.3g} (x{row.near_lr_high / row.near_lr_low:.3g})"
                 if pd.notna(row.near_lr_low) else "n/a")
         rows.append([pretty(method), f"{row.trials:.0f}", f"{row.pruned:.0f}", f"{row.train_examples:,.0f}",
-                     _cell(row.seconds, "{:,.0f}"), _cell(row.best_val_f1, "{:.1f}", 100), _cell(row.best_lr, "{:.3g}"),
+                     _cell(row.seconds, "{:,.0f}"), _cell(row.best_score, "{:.1f}", 100), _cell(row.best_lr, "{:.3g}"),
                      near, _cell(row.near_share, "{:.0f}%", 100)])
-    headers = ["method", "trials", "pruned", "training examples", "time (s)", "best val %", "its lr",
+    headers = ["method", "trials", "pruned", "training examples", "time (s)", "best val score %", "its lr",
                "lr within 1 point of best", "finished trials within 1 point"]
     return Table(headers, rows, [False] + [True] * 6 + [False, True])
 
@@ -260,9 +280,9 @@ window.addEventListener("load", function () {
 def render_html(report: Report, figures: list[Drawn]) -> str:
     rec, name = report.recommendation, escape(report.study.name)
     sections = [
-        ("results", "Results", "<p class=note>Test-set metrics of each method's configuration selected on validation "
-         "macro-F1 (val F1; on the largest training set): mean ± std over its seeds, 95% bootstrap interval over "
-         "test examples; the recommended method is highlighted.</p><h3>Quality</h3>"
+        ("results", "Results", f"<p class=note>Test-set metrics of each method's configuration selected on "
+         f"{escape(_selected_on(report))}, on the largest training set: mean ± std over its seeds, 95% bootstrap "
+         "interval over test examples; the recommended method is highlighted.</p><h3>Quality</h3>"
          + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report))),
         ("significance", "Significance", f"<p class=note>McNemar's test between the selected runs of each pair "
          f"of methods on the shared test set; significant at p &lt; {ALPHA}.</p>" + to_html(pairwise_table(report))),
@@ -294,7 +314,7 @@ def render_markdown(report: Report, figures: list[Drawn]) -> str:
     rec = report.recommendation
     lines = [f"# sendit report: {report.study.name}", "", _meta(report), "", f"**{rec.headline}**", "",
              *(f"- {d}" for d in rec.details), "", "## Results", "",
-             "Each method's configuration selected on validation macro-F1: mean ± std over its seeds, "
+             f"Each method's configuration selected on {_selected_on(report)}: mean ± std over its seeds, "
              "95% bootstrap interval over test examples.", "",
              to_markdown(quality_table(report)), "", to_markdown(cost_table(report)), "",
              *(["## Tuning", "", to_markdown(tuning_table(report)), ""] if report.tuning is not None else []),
