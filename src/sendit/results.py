@@ -21,7 +21,7 @@ from sendit.io import atomic_write_csv, atomic_write_json
 # results.csv: one row per run, these columns first (DESIGN.md), then everything else a run reports.
 RESULT_COLUMNS = ["run_id", "method", "lr", "batch_size", "epochs", "seed", "best_val_f1", "val_accuracy",
                   "test_accuracy", "test_f1_macro", "runtime_sec", "peak_memory_mb", "trainable_params",
-                  "f1_per_m_params", "inference_time_sec", "adapter_mb", "config_id", "train_size", "trial", "pruned"]
+                  "f1_per_m_params", "inference_time_sec", "adapter_mb", "config_id", "train_size"]
 # The SEND-IT visualisation notebook reads these columns of <method>_results.csv.
 NOTEBOOK_COLUMNS = ["lr", "batch_size", "best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb", "seed"]
 SEED_PART = re.compile(r"-seed-?\d+(?=-|$)")  # the seed's part of a run id
