@@ -51,12 +51,13 @@ bench-loop: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_loop.py
 
-# sendit serve under 1, 8 and 32 concurrent clients, 60 s each, batched vs naive (~7 min); results to
-# benchmarks/results/serve.md. RUN is a run directory, e.g. make bench-serve RUN=runs/quickstart/runs/<lora run>
+# sendit serve under 1, 8 and 32 concurrent clients, 60 s each, batched vs naive (~7 min), and with EXPORT
+# (e.g. `sendit export RUN -o runs/int8 --quantize int8`) the export served the same way (~3 min more);
+# results to benchmarks/results/serve.md. RUN is a run directory, e.g. runs/quickstart/runs/<full run>
 .PHONY: bench-serve
 bench-serve: setup
-	@test -n "$(RUN)" || { echo "usage: make bench-serve RUN=runs/quickstart/runs/<lora run>"; exit 2; }
-	$(PY) benchmarks/bench_serve.py $(RUN)
+	@test -n "$(RUN)" || { echo "usage: make bench-serve RUN=runs/quickstart/runs/<run> [EXPORT=<its export>]"; exit 2; }
+	$(PY) benchmarks/bench_serve.py $(RUN) $(if $(EXPORT),--export $(EXPORT))
 
 # sendit on a CUDA GPU (~8 min on a fresh machine with torch): method tests, quickstart on 2,000 tweets in
 # bf16 and fp16 beside the CPU, predict, QLoRA, serve; results to benchmarks/results/gpu.md. Without CUDA: exit 1.

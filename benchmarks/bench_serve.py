@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""`make bench-serve RUN=<run dir>`: `sendit serve` under load, dynamic batching against a naive server.
+"""`make bench-serve RUN=<run dir> [EXPORT=<its export>]`: `sendit serve` under load, dynamic batching
+against a naive server, and (with --export) the run's ONNX export served the same way.
 
 Starts `sendit serve RUN` on a free loopback port, then 1, 8 and 32 concurrent clients (asyncio +
 httpx, one process) each post requests of 8 real tweets (the run's test split) for --seconds per
 level, and records texts/s, p50/p99 latency, errors, the server's texts per forward pass (from
 /health) and its peak RSS (VmHWM, reset per level where Linux allows; else the largest RSS
 sampled). Then the same against `sendit serve --naive` (one request per forward pass, one at a
-time). Writes a markdown table with the ratios, the machine and the command to
+time) and, with --export, against `sendit serve EXPORT` (ONNX Runtime, batched; the deployment
+issue's goal: >= 2x the torch server's texts/s at 32 clients). Writes a markdown table with the
+ratios, the machine and the command to
 benchmarks/results/serve.md. Clients and server share the machine, so on few cores the clients'
 CPU is part of the cost, for both servers alike.
 """
@@ -38,11 +41,11 @@ def free_port() -> int:
 class Server:
     """`sendit serve` in a child process on loopback, stopped on exit."""
 
-    def __init__(self, run: Path, naive: bool, log_dir: Path, timeout: float = 300):
+    def __init__(self, target: Path, name: str, naive: bool, log_dir: Path, timeout: float = 300):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_dir / f"server{'-naive' if naive else ''}.log"
-        command = [sys.executable, "-m", "sendit.cli", "serve", str(run), "--port", str(self.port)]
+        self.log = log_dir / f"server-{name.replace(' ', '-')}.log"
+        command = [sys.executable, "-m", "sendit.cli", "serve", str(target), "--port", str(self.port)]
         self.process = subprocess.Popen(command + (["--naive"] if naive else []), stdout=self.log.open("w"),
                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -130,10 +133,10 @@ async def load_level(server: Server, batches: list[list[str]], clients: int, sec
             "texts": texts, "sampled_rss_mb": max(sampled, default=np.nan)}
 
 
-def measure(run: Path, naive: bool, batches: list[list[str]], levels: list[int], seconds: float,
+def measure(target: Path, name: str, naive: bool, batches: list[list[str]], levels: list[int], seconds: float,
             log_dir: Path) -> tuple[list[dict], float | None]:
-    """One server, every level; returns the rows and the peak RSS of loading the model."""
-    server = Server(run, naive, log_dir)
+    """One server (`name` in the table), every level; returns the rows and the peak RSS of loading the model."""
+    server = Server(target, name, naive, log_dir)
     try:
         load_peak = server.peak_rss_mb()
         asyncio.run(load_level(server, batches, 1, min(seconds, 2.0)))  # warm-up, not reported
@@ -145,10 +148,10 @@ def measure(run: Path, naive: bool, batches: list[list[str]], levels: list[int],
             after = server.health()
             passes = after["forward_passes"] - before["forward_passes"]
             peak = server.peak_rss_mb()
-            rows.append({"clients": clients, "server": "naive" if naive else "batched", **result,
+            rows.append({"clients": clients, "server": name, **result,
                          "texts_per_pass": (after["texts"] - before["texts"]) / passes if passes else np.nan,
                          "peak_rss_mb": peak if peak is not None else result["sampled_rss_mb"]})
-            print(f"{rows[-1]['server']:>7} {clients:>3} clients: {result['texts_per_s']:8.1f} texts/s, "
+            print(f"{name:>14} {clients:>3} clients: {result['texts_per_s']:8.1f} texts/s, "
                   f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}",
                   flush=True)
         return rows, load_peak
@@ -161,26 +164,37 @@ def machine() -> str:
 
 
 def report(rows: list[dict], load_peaks: dict, args, run_info: str) -> str:
-    naive = {r["clients"]: r for r in rows if r["server"] == "naive"}
+    naive = {r["clients"]: r for r in rows if r["server"] == NAIVE}
+    torch_batched = {r["clients"]: r for r in rows if r["server"] == BATCHED}
     lines = [f"# sendit serve under load, {time.strftime('%Y-%m-%d')}", "",
              f"Machine: {machine()}. Run: `{args.run}` ({run_info}). Each request: {args.texts_per_request} "
              f"tweets from `{args.texts}`; {args.seconds:g} s per level; clients (asyncio + httpx, one process) "
              "and server share the machine, on loopback.", "",
              f"Command: `{' '.join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])}`", "",
-             "batched: `sendit serve` defaults (wait up to 5 ms for up to 64 texts); naive: `sendit serve --naive` "
-             "(one request per forward pass, one at a time). Latency is per request; peak RSS is the server's "
-             "high-water mark during the level.", "",
-             "| clients | server | texts/s | vs naive | p50 ms | p99 ms | errors | texts per forward pass "
-             "| peak RSS MB |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{BATCHED}: `sendit serve RUN` defaults (wait up to 5 ms for up to 64 texts); {NAIVE}: `sendit serve "
+             f"RUN --naive` (one request per forward pass, one at a time)"
+             + (f"; {EXPORTED}: `sendit serve {args.export}` (ONNX Runtime, batched as torch)" if args.export else "")
+             + ". Latency is per request; peak RSS is the server's high-water mark during the level.", "",
+             "| clients | server | texts/s | vs naive | vs torch batched | p50 ms | p99 ms | errors "
+             "| texts per forward pass | peak RSS MB |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        base = naive.get(r["clients"])
-        ratio = f"{r['texts_per_s'] / base['texts_per_s']:.2f}x" if base and base["texts_per_s"] else "-"
-        lines.append(f"| {r['clients']} | {r['server']} | {r['texts_per_s']:,.1f} | {ratio} | {r['p50_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['errors']} | {r['texts_per_pass']:.1f} | {r['peak_rss_mb']:,.0f} |")
+        ratios = [_ratio(r, base.get(r["clients"])) for base in (naive, torch_batched)]
+        lines.append(f"| {r['clients']} | {r['server']} | {r['texts_per_s']:,.1f} | {ratios[0]} | {ratios[1]} | "
+                     f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['texts_per_pass']:.1f} | "
+                     f"{r['peak_rss_mb']:,.0f} |")
     lines += ["", "Peak RSS while loading the model: "
               + ", ".join(f"{name} {peak:,.0f} MB" for name, peak in load_peaks.items() if peak is not None), ""]
     return "\n".join(lines)
+
+
+def _ratio(row: dict, base: dict | None) -> str:
+    if not base or base is row or not base["texts_per_s"]:
+        return "-"
+    return f"{row['texts_per_s'] / base['texts_per_s']:.2f}x"
+
+
+BATCHED, NAIVE, EXPORTED = "torch batched", "torch naive", "export batched"
 
 
 def main() -> None:
@@ -190,6 +204,9 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32", help="Concurrent clients per level")
     ap.add_argument("--texts", type=Path, help="CSV with a text column (default: the run's predictions.csv)")
     ap.add_argument("--texts-per-request", type=int, default=8)
+    ap.add_argument("--export", type=Path, help="An export of RUN (`sendit export RUN -o DIR --quantize int8`), "
+                    "served and measured the same way")
+    ap.add_argument("--no-naive", action="store_true", help="Skip the naive torch server")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.md")
     args = ap.parse_args()
     import pandas as pd
@@ -204,10 +221,11 @@ def main() -> None:
     run_info = f"{cfg.method.name} on {cfg.model.name}, bf16 {cfg.train.bf16 if cfg.train.bf16 is not None else 'auto'}"
     levels = [int(c) for c in args.clients.split(",")]
     rows, load_peaks = [], {}
+    servers = [(args.run, BATCHED, False)] + ([] if args.no_naive else [(args.run, NAIVE, True)])
+    servers += [(args.export, EXPORTED, False)] if args.export else []
     with tempfile.TemporaryDirectory() as logs:
-        for naive in (False, True):
-            measured, load_peaks["naive" if naive else "batched"] = measure(args.run, naive, batches, levels,
-                                                                            args.seconds, Path(logs))
+        for target, name, naive in servers:
+            measured, load_peaks[name] = measure(target, name, naive, batches, levels, args.seconds, Path(logs))
             rows += measured
     rows.sort(key=lambda r: (r["clients"], r["server"]))
     text = report(rows, load_peaks, args, run_info)

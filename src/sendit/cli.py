@@ -86,6 +86,10 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
         for run in runs:
             console.print(run.run_id)
         console.print(f"{len(runs)} runs -> {cfg.directory}")
+        if cfg.search:
+            searched = [m.label or m.name for m in cfg.methods if m.search]
+            console.print(f"then a search ({cfg.search.sampler}, {cfg.search.pruner} pruning) of {', '.join(searched)}, "
+                          f"each to the same budget of {cfg.search.describe_budget()}")
         if cfg.reseed_best:
             console.print(f"then each method's best configuration{' per size' if cfg.sizes else ''} on seeds "
                           f"{cfg.reseed_best} (chosen on validation {SELECTION_METRICS[cfg.selection.metric]} once "

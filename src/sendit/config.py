@@ -188,6 +188,60 @@ class StudyMethodConfig(MethodConfig):
     # With it, this method's runs learn from the teacher's soft targets too: list the method twice, with
     # and without (another `label`), for the KD arm and its control on the same seeds.
     distill: DistillConfig | None = None
+    # The space a study's `search:` samples for this method (instead of a grid): key -> a list of
+    # choices, or a range {low, high, log: true|false} (whole numbers for integer fields). Keys as in
+    # `grid`, e.g. {lr: {low: 1e-4, high: 1e-2, log: true}, batch_size: [16, 32], r: [8, 16]}.
+    search: dict[str, Any] = field(default_factory=dict)
+    # Configurations the search tries first (Optuna's enqueue_trial), e.g. [{lr: 5e-4}]: today's
+    # default, so the search starts from what is known. Count against the budget.
+    search_start: list[dict[str, Any]] = field(default_factory=list)
+
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+
+
+@dataclass
+class SearchConfig:
+    """A hyperparameter search (Optuna) over each method's `search` space, one budget for every method.
+
+    Exactly one budget: `trials` (configurations per method), `examples` (training examples per
+    method, so a pruned trial costs less than a full one) or `minutes` (wall clock per method: depends
+    on the machine and its load, so not reproducible; the study records that).
+    """
+
+    trials: int | None = None
+    examples: int | None = None
+    minutes: float | None = None
+    sampler: str = "tpe"  # tpe (Optuna's TPESampler) | random
+    # Stops a trial at a validation whose score is poor next to earlier trials' at the same validation:
+    # median (Optuna's MedianPruner) | successive_halving | hyperband | none.
+    pruner: str = "median"
+    startup_trials: int = 5  # trials sampled at random (TPE) and never pruned before the pruner compares
+    seed: int = 0  # the sampler's seed; run sequentially, the same seed samples the same trials
+
+    def __post_init__(self):
+        budgets = {name: getattr(self, name) for name in ("trials", "examples", "minutes")
+                   if getattr(self, name) is not None}
+        if len(budgets) != 1:
+            raise ConfigError(f"search: give exactly one budget of trials, examples or minutes (got "
+                              f"{', '.join(budgets) or 'none'})")
+        (name, value), = budgets.items()
+        if value <= 0:
+            raise ConfigError(f"search.{name}={value}: a budget must be positive")
+        for name, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"search.{name}={getattr(self, name)!r}: one of {', '.join(allowed)}")
+        if self.startup_trials < 0:
+            raise ConfigError(f"search.startup_trials={self.startup_trials}: cannot be negative")
+
+    def describe_budget(self) -> str:
+        """The budget in words, e.g. "20 trials" or "30 minutes (wall clock: not reproducible)"."""
+        if self.trials is not None:
+            return f"{self.trials} trials"
+        if self.examples is not None:
+            return f"{self.examples:,} training examples"
+        return f"{self.minutes:g} minutes (wall clock: not reproducible)"
 
 
 DEPLOY_VARIANTS = ("torch_fp32", "torch_bf16", "onnx_fp32", "onnx_int8")
@@ -240,6 +294,9 @@ class StudyConfig:
     sizes: list[int] | None = None
     # Then re-run each method's best configuration (per size) on these seeds too, for the statistics.
     reseed_best: list[int] = field(default_factory=list)
+    # A hyperparameter search (Optuna) over the `search` space of each method that has one; its
+    # trials run on the first of `seeds`, and are runs like a grid's (see sendit.search).
+    search: SearchConfig | None = None
     # The figures and HTML report at the end (tens of seconds of plotting); false leaves them to a
     # later `sendit report DIR`, which makes the same report from the study's files.
     report: bool = True

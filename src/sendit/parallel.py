@@ -18,6 +18,7 @@ from pathlib import Path
 from sendit.config import ConfigError, RunConfig
 from sendit.logs import quiet_libraries
 from sendit.plan import PlannedRun, StudyData
+from sendit.pruning import pruning_hook
 
 Finished = Iterator[tuple[PlannedRun, dict]]
 
@@ -40,7 +41,8 @@ def run_one(planned: PlannedRun, run_dir: Path, data: StudyData, progress=None) 
 
     splits, encoded = data.for_size(planned.size)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return execute(planned.config, run_dir, splits, encoded, progress, make_loss=loss_for(planned.config, splits))
+    return execute(planned.config, run_dir, splits, encoded, progress, make_loss=loss_for(planned.config, splits),
+                   on_validation=pruning_hook(planned.trial) if planned.trial else None)
 
 
 def available_cores() -> int:

@@ -1,12 +1,14 @@
 """The plan of a study: its runs (methods x sizes x grid x seeds), each with an id that encodes every
-value the study varies, the re-runs of the best configurations, and the data every run shares
-(prepared and tokenised once; a training-set size is a stratified subset of it).
+value the study varies, the search spaces of the methods a search tunes (checked here, sampled by
+`sendit.search`), the re-runs of the best configurations, and the data every run shares (prepared
+and tokenised once; a training-set size is a stratified subset of it).
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import re
+import typing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,7 @@ import pandas as pd
 
 from sendit.config import (ConfigError, MethodConfig, ModelConfig, RunConfig, StudyConfig, StudyMethodConfig,
                            TrainConfig, build, to_dict)
+from sendit.pruning import TrialRef
 from sendit.results import select
 
 if TYPE_CHECKING:
@@ -28,20 +31,24 @@ class PlannedRun:
     config_id: str  # every value the study varies except the seed, e.g. lora-n5000-lr0.0005-bs16-ep3-r16
     config: RunConfig
     size: int | None = None  # training examples; None: the whole train split
+    trial: TrialRef | None = None  # the search trial this run is, its validations reported for pruning
 
     @property
     def run_id(self) -> str:
         return f"{self.config_id}-seed{self.config.train.seed}"
 
     def with_seed(self, seed: int) -> "PlannedRun":
-        return replace(self, config=replace(self.config, train=replace(self.config.train, seed=seed)))
+        """The same configuration on another seed: a re-run, no longer a search trial."""
+        return replace(self, config=replace(self.config, train=replace(self.config.train, seed=seed)), trial=None)
 
 
 def plan(cfg: StudyConfig) -> list[PlannedRun]:
     """The grid runs of the study in execution order: methods (cheapest first, as listed) x sizes x grid x seeds.
 
-    The re-runs of the best configurations (`reseed_plan`) can only be planned once the grid is done.
+    The trials of searched methods (`sendit.search`) and the re-runs of the best configurations
+    (`reseed_plan`) are planned as the study goes; their spaces are checked here, before any work.
     """
+    search_spaces(cfg)
     runs = [configuration.with_seed(seed) for configuration in configurations(cfg) for seed in cfg.seeds]
     ids = [r.run_id for r in runs]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -56,8 +63,10 @@ def configurations(cfg: StudyConfig) -> list[PlannedRun]:
 
     planned = []
     for index, study_method in enumerate(cfg.methods):
-        method = MethodConfig(**{f.name: getattr(study_method, f.name) for f in dataclasses.fields(MethodConfig)})
+        method = method_config(study_method)
         get_method(method)  # validates the name and options before anything runs
+        if study_method.search:
+            continue  # its configurations are the search's trials
         where = f"methods[{index}] ({method.label or method.name}).grid"
         points = [(point, *apply_grid_point(method, cfg.train, cfg.model, point, where))
                   for point in grid_points(study_method, where)]
@@ -70,6 +79,11 @@ def configurations(cfg: StudyConfig) -> list[PlannedRun]:
     return planned
 
 
+def method_config(study_method: StudyMethodConfig) -> MethodConfig:
+    """A study's method entry as a run's method (without its grid, search and distillation blocks)."""
+    return MethodConfig(**{f.name: getattr(study_method, f.name) for f in dataclasses.fields(MethodConfig)})
+
+
 def grid_points(method: StudyMethodConfig, where: str) -> list[dict]:
     """Every combination of the grid's values ([{}] without a grid), in the order the config lists them."""
     values = {key: value if isinstance(value, list) else [value] for key, value in method.grid.items()}
@@ -77,6 +91,84 @@ def grid_points(method: StudyMethodConfig, where: str) -> list[dict]:
     if empty:
         raise ConfigError(f"{where}.{empty[0]}: an empty list of values")
     return [dict(zip(values, combination)) for combination in itertools.product(*values.values())]
+
+
+# -- search spaces ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Choices:
+    """One of these values (Optuna's suggest_categorical)."""
+
+    values: tuple
+
+
+@dataclass(frozen=True)
+class Range:
+    """A number from low to high (Optuna's suggest_float, or suggest_int for integer fields)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+SearchSpace = dict  # key -> Choices | Range
+
+
+def search_spaces(cfg: StudyConfig) -> dict[int, SearchSpace]:
+    """The space of each searched method (by its index in `methods`), checked: a search budget, one
+    seed, no grid beside it, known keys, non-empty and ordered ranges; errors name the field."""
+    spaces = {}
+    for index, study_method in enumerate(cfg.methods):
+        where = f"methods[{index}] ({study_method.label or study_method.name}).search"
+        if not study_method.search:
+            if study_method.search_start:
+                raise ConfigError(f"{where}_start: starting points need a `search` space")
+            continue
+        if cfg.search is None:
+            raise ConfigError(f"{where}: a search space needs the study's `search:` block (its budget and sampler)")
+        if study_method.grid:
+            raise ConfigError(f"{where}: give a method a grid or a search space, not both")
+        if len(cfg.seeds) != 1 or cfg.sizes:
+            raise ConfigError(f"{where}: a search runs its trials on one seed and the whole train split; "
+                              "set `seeds` to one seed (`reseed_best` re-runs the best on more) and drop `sizes`")
+        spaces[index] = {key: _dimension(study_method, key, spec, f"{where}.{key}")
+                         for key, spec in study_method.search.items()}
+        method = method_config(study_method)
+        for start, point in enumerate(study_method.search_start):  # a starting point must be a valid point
+            apply_grid_point(method, cfg.train, cfg.model, point, f"{where}_start[{start}]")
+    if cfg.search is not None and not spaces:
+        raise ConfigError("search: no method has a `search` space to tune")
+    return spaces
+
+
+def _dimension(study_method: StudyMethodConfig, key: str, spec, where: str):
+    from sendit.methods import METHODS
+
+    field_types = {**typing.get_type_hints(TrainConfig), **typing.get_type_hints(METHODS[study_method.name].Options),
+                   "lr": float}
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where}: an empty list of choices")
+        values = [tuple(v) if isinstance(v, list) else v for v in spec]
+        for value in spec:  # each choice must make a valid configuration
+            apply_grid_point(method_config(study_method), TrainConfig(), ModelConfig(), {key: value}, where)
+        return Choices(tuple(values))
+    if not isinstance(spec, dict) or set(spec) - {"low", "high", "log"} or not {"low", "high"} <= set(spec):
+        raise ConfigError(f"{where}: a list of choices or a range {{low: .., high: .., log: true|false}}, got {spec!r}")
+    try:
+        low, high = float(spec["low"]), float(spec["high"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: low and high must be numbers, got {spec['low']!r} and {spec['high']!r}") from None
+    if not low < high:
+        raise ConfigError(f"{where}: an empty or inverted range (low {low:g} must be below high {high:g})")
+    log = bool(spec.get("log", False))
+    if log and low <= 0:
+        raise ConfigError(f"{where}: a log range must start above 0 (low {low:g})")
+    integer = field_types.get(key) in (int, int | None)
+    apply_grid_point(method_config(study_method), TrainConfig(), ModelConfig(), {key: int(low) if integer else low},
+                     where)  # a known key that takes a number
+    return Range(low, high, log, integer)
 
 
 # Model fields a grid may vary: those that leave tokenisation alone (a study tokenises once).

@@ -26,6 +26,7 @@ RESULT_COLUMNS = ["run_id", "method", "lr", "batch_size", "epochs", "seed", "bes
 NOTEBOOK_COLUMNS = ["lr", "batch_size", "best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb", "seed"]
 DEPLOY_FILE = "deploy.csv"  # each method's selected run measured as deployed (sendit.deploy_study)
 SEED_PART = re.compile(r"-seed-?\d+(?=-|$)")  # the seed's part of a run id
+TRIAL_PART = re.compile(r"-trial(\d+)(?=-|$)")  # a search trial's number in its run id
 N_BOOT = 2000
 ALPHA = 0.05
 # Summarised per method and size over the seeds of the selected configuration (summary.csv: mean, std).
@@ -37,6 +38,12 @@ METRICS = ["test_accuracy", "test_f1_macro", "test_f1_weighted", "test_recall_ma
 def config_id(run_id: str) -> str:
     """The configuration of a run: its id without the seed, shared by the runs that differ only in seed."""
     return SEED_PART.sub("", run_id)
+
+
+def trial_number(run_id: str) -> int | None:
+    """The search trial a run is (or was re-seeded from); None for a grid run."""
+    found = TRIAL_PART.search(run_id)
+    return int(found.group(1)) if found else None
 
 
 
@@ -69,7 +76,10 @@ def select(results: pd.DataFrame) -> pd.DataFrame:
     selection metric) over the seeds they all ran (the grid seeds, so the extra seeds of a re-run best
     do not tilt the ranking); within the winner, the run with the best validation score is the one the
     notebook files describe and McNemar compares. Ties: first listed.
+    A pruned search trial stopped part-way: it is never chosen.
     """
+    if "pruned" in results:
+        results = results[~results["pruned"].fillna(False).astype(bool)]
     if results.empty:
         return results
     if "config_id" not in results:  # a bare table, e.g. `sendit train`'s row: each run its own configuration
@@ -110,10 +120,13 @@ def collect(directory: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
         if path.is_file():
             metrics = json.loads(path.read_text())
             train_size = metrics.get("data_stats", {}).get("split_sizes", {}).get("train")
-            rows.append({"run_id": name, "config_id": config_id(name), "train_size": train_size, **metrics["row"]})
+            rows.append({"run_id": name, "config_id": config_id(name), "train_size": train_size,
+                         "trial": trial_number(name), **metrics["row"]})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    if frame["trial"].isna().all():  # no search in this study
+        frame = frame.drop(columns="trial")
     rest = [c for c in frame.columns if c not in RESULT_COLUMNS]
     return frame[[c for c in RESULT_COLUMNS if c in frame.columns] + rest]
 

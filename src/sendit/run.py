@@ -27,7 +27,7 @@ from sendit.hardware import inference_precision, representative_batch, resolve_d
 from sendit.measure import file_mb, memory_kind, memory_mb, peak_memory_mb, peak_reserved_mb, reset_peak_memory
 from sendit.models import count_parameters
 from sendit.provenance import provenance
-from sendit.train import VALIDATION_COLUMNS, Batching, LossHook, ProgressHook, Trainer, epoch_log_scores
+from sendit.train import VALIDATION_COLUMNS, Batching, LossHook, ProgressHook, Trainer, ValidationHook, epoch_log_scores
 
 
 def seed_everything(seed: int) -> None:
@@ -43,7 +43,8 @@ def encode_splits(tokenizer, splits, data: DataConfig, max_length: int) -> dict[
 
 
 def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] | None = None,
-            progress: ProgressHook | None = None, make_loss: Callable[[], LossHook] | None = None) -> dict:
+            progress: ProgressHook | None = None, make_loss: Callable[[], LossHook] | None = None,
+            on_validation: ValidationHook | None = None) -> dict:
     """Train and evaluate one run; write its artifacts; return its results row.
 
     `make_loss` builds the training loss (default: the model's cross-entropy); it is called once the
@@ -76,7 +77,8 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     peak_reset = reset_peak_memory(device)
     memory_before = memory_mb(device)
     trainer = Trainer(model, method, cfg.train, batching, cfg.data.label_names, train_choice.precision, progress,
-                      loss, device=device, eval_precision=precision, selection_metric=cfg.selection.metric)
+                      loss, device=device, eval_precision=precision, selection_metric=cfg.selection.metric,
+                      on_validation=on_validation)
     fit = trainer.fit(encoded["train"], encoded["val"])
     peak, peak_reserved = peak_memory_mb(device), peak_reserved_mb(device)
     if not trainer.accelerator.is_main_process:
@@ -111,7 +113,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         "trainable_share": trainable / total if method.trains else 0.0,
         "f1_per_m_params": f1_per_m, "inference_time_sec": infer_seconds,
         "inference_examples_per_s": len(labels) / infer_seconds, "adapter_mb": file_mb(run_dir / ADAPTER_FILE),
-        "stopped_early": fit.stopped_early, "device": device, "precision": train_choice.precision,
+        "stopped_early": fit.stopped_early, "pruned": fit.pruned, "device": device, "precision": train_choice.precision,
         "inference_precision": precision, "bf16": train_choice.precision == "bf16", "test_examples": len(labels),
         **per_class_columns(test, cfg.data.label_names), **extra,
     }

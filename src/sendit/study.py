@@ -1,15 +1,17 @@
 """A study: methods x grid x seeds x training-set sizes on one dataset and model, resumable, ending
 in one results table and the statistics that say how far to trust the comparison. This module only
 orchestrates: `sendit.plan` plans the runs and holds the shared data, `sendit.parallel` executes
-them, `sendit.results` writes the results and statistics, `sendit.report` the report.
+them, `sendit.search` runs a hyperparameter search's trials, `sendit.results` writes the results and
+statistics, `sendit.report` the report.
 
-The order of work: run the grid; choose each method's best configuration (per size) on validation
-only, by `selection.metric` (macro-F1 unless the config says otherwise); re-run it on the
-`reseed_best` seeds; then summarise over seeds, with bootstrap intervals and McNemar verdicts
-(`statistics.json`, `summary.csv`, `pairwise.csv`); with a `deploy:` block, measure each method's
-selected run as deployed (`sendit.deploy_study`, `deploy.csv`). A method with a `distill:` teacher
-trains on its soft targets too (`sendit.distill`); such a study also sets its students beside the
-teacher (`distill_summary.csv`).
+The order of work: run the grid; run the search's trials (methods with a `search` space, each to the
+same budget); choose each method's best configuration (per size) on validation only, by
+`selection.metric` (macro-F1 unless the config says otherwise); re-run it on the `reseed_best` seeds;
+then summarise over seeds, with bootstrap intervals and McNemar verdicts (`statistics.json`,
+`summary.csv`, `pairwise.csv`); with a `deploy:` block, measure each method's selected run as
+deployed (`sendit.deploy_study`, `deploy.csv`). A method with a `distill:` teacher trains on its soft
+targets too (`sendit.distill`); such a study also sets its students beside the teacher
+(`distill_summary.csv`).
 
 The data is prepared and tokenised once and shared by every run; a training-set size is a
 stratified subset of it. Each finished run leaves a `metrics.json`, written last; a re-run of the
@@ -26,7 +28,9 @@ import pandas as pd
 
 from sendit.config import ConfigError, StudyConfig, save_yaml
 from sendit.plan import PlannedRun, StudyData, plan, reseed_plan
+from sendit.pruning import import_optuna
 from sendit.results import collect, is_done, selection_metric, write_results, write_statistics
+from sendit.search import run_search
 
 
 def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str | None = None) -> pd.DataFrame:
@@ -38,6 +42,8 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
 
     if ray_address:
         import_ray()  # fail before any work if it is missing
+    if cfg.search:
+        import_optuna()  # the same
     cfg = resolve_teachers(cfg)  # before any work too: a missing teacher or one trained on other data
     grid = plan(cfg)
     _check_selection(cfg)
@@ -57,9 +63,15 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
                               ray_address=ray_address)
     stage("grid", grid, listed=grid)
     runs = grid
+    if cfg.search:
+        console.print(f"search: {cfg.search.sampler} sampler, {cfg.search.pruner} pruner, per method "
+                      f"{cfg.search.describe_budget()}")
+        done = [r.run_id for r in grid]
+        runs = grid + run_search(cfg, directory, data, console, workers, ray_address,
+                                 on_finished=lambda: write_results(directory, done + _trial_ids(directory)))
     if cfg.reseed_best:
-        reseed = reseed_plan(cfg, grid, write_results(directory, [r.run_id for r in grid]))
-        runs = grid + reseed
+        reseed = reseed_plan(cfg, runs, write_results(directory, [r.run_id for r in runs]))
+        runs = runs + reseed
         stage(f"best configurations on seeds {cfg.reseed_best}", reseed, listed=runs)
     results = write_results(directory, [r.run_id for r in runs])
     if not results.empty:
@@ -105,3 +117,8 @@ def _run_stage(stage: str, runs: list[PlannedRun], listed: list[PlannedRun], dir
         write_results(directory, [r.run_id for r in listed])
 
 
+
+
+def _trial_ids(directory: Path) -> list[str]:
+    """The finished trial runs in the study directory, in trial order per method."""
+    return sorted(path.parent.name for path in (directory / "runs").glob("*-trial*/metrics.json"))

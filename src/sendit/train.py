@@ -26,6 +26,8 @@ from sendit.methods.base import Method, Phase
 from sendit.models import PooledHead
 
 ProgressHook = Callable[[int], None]  # called with the number of examples just processed
+# Called with each validation's epoch-log row; True stops training there (a search's pruner).
+ValidationHook = Callable[[dict], bool]
 # (model outputs, batch, example indices) -> loss; the default is the model's own cross-entropy.
 LossHook = Callable[[object, dict, np.ndarray], torch.Tensor]
 
@@ -37,6 +39,7 @@ class FitResult:
     train_seconds: float = 0.0
     train_examples: int = 0
     stopped_early: bool = False
+    pruned: bool = False  # a search's pruner stopped the run at a validation (see sendit.pruning)
 
 
 @dataclass
@@ -110,9 +113,10 @@ class Trainer:
     def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, batching: Batching,
                  label_names: list[str], precision: str = "fp32", progress: ProgressHook | None = None,
                  loss: LossHook | None = None, device: str = "cpu", eval_precision: str | None = None,
-                 selection_metric: str = "f1_macro"):
+                 selection_metric: str = "f1_macro", on_validation: ValidationHook | None = None):
         """`precision` trains (fp32 | bf16 | fp16); `eval_precision` validates (default: `precision`);
-        `selection_metric` (a key of VALIDATION_COLUMNS) decides the kept weights and early stopping."""
+        `selection_metric` (a key of VALIDATION_COLUMNS) decides the kept weights and early stopping;
+        `on_validation` sees each validation's row and may stop training (a search's pruner)."""
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision {precision!r}: fp32, bf16 or fp16 (sendit.hardware decides `auto`)")
         if selection_metric not in VALIDATION_COLUMNS:
@@ -123,6 +127,7 @@ class Trainer:
         self.batching, self.label_names, self.precision = batching, label_names, precision
         self.eval_precision = eval_precision or precision
         self.progress = progress or (lambda n: None)
+        self.on_validation = on_validation or (lambda row: False)
         self.accelerator = make_accelerator(precision, device)
         if next(model.parameters()).device != self.accelerator.device:  # head-only phases are never prepared
             model.to(self.accelerator.device)
@@ -136,6 +141,8 @@ class Trainer:
     def fit(self, train: Encoded, val: Encoded) -> FitResult:
         start = time.perf_counter()
         for phase in self.method.phases(self.cfg):
+            if self.result.pruned:
+                break
             self.evals_since_best = 0
             self._train_phase(phase, PHASE_KINDS[phase.kind](self, train, val))
             self.epoch_offset += phase.epochs
@@ -166,8 +173,11 @@ class Trainer:
             self.progress(len(index) * kind.processes)
             if step % eval_every == 0 or step == total:  # the last step always validates: it may be the best
                 epoch = self.epoch_offset + step / steps_per_epoch
-                self._validate(kind, phase, round(epoch, 4), step, float(loss_sum) / loss_count)
+                prune = self._validate(kind, phase, round(epoch, 4), step, float(loss_sum) / loss_count)
                 if step == total or self._should_stop():
+                    break
+                if prune:  # only before the phase's last step: a finished phase was not cut short
+                    self.result.pruned = True
                     break
                 loss_sum, loss_count = torch.zeros((), device=kind.device), 0
                 kind.model.train()  # validation left it in eval mode (dropout off)
@@ -186,14 +196,16 @@ class Trainer:
         return get_scheduler(name, optimizer, num_warmup_steps=int(self.cfg.warmup_ratio * total),
                              num_training_steps=total)
 
-    def _validate(self, kind: PhaseKind, phase: Phase, epoch: float, step: int, train_loss: float) -> None:
+    def _validate(self, kind: PhaseKind, phase: Phase, epoch: float, step: int, train_loss: float) -> bool:
+        """Log (and score) one validation; return `on_validation`'s verdict: True asks to stop."""
         row = {"epoch": epoch, "phase": phase.name, "step": step, "train_loss": train_loss}
         if len(kind.val) == 0:  # no validation split: log the training loss, keep the last weights
             self.result.epoch_log.append(row)
-            return
+            return False
         logits, labels = kind.val_logits(), kind.val.labels
         row["val_loss"] = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
         self._record(row, logits.argmax(-1), labels)
+        return self.on_validation(row)
 
     def _record(self, row: dict, predictions: np.ndarray, labels: np.ndarray) -> None:
         """Score a validation; keep the weights when it beats the best so far."""

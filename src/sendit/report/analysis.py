@@ -20,7 +20,8 @@ import yaml
 from sendit.config import ConfigError
 from sendit.methods.base import display_name, is_baseline
 from sendit.stats import format_p
-from sendit.results import ALPHA, DEPLOY_FILE, METRICS, best_per_method, collect, selection_metric, write_statistics
+from sendit.results import (ALPHA, DEPLOY_FILE, METRICS, best_per_method, collect, selection_metric, selection_scores,
+                            write_statistics)
 
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
@@ -337,6 +338,48 @@ def subset_accuracy(study: Study) -> pd.DataFrame | None:
     return accuracy_by(frames, lambda f: f["subset"].astype(str))
 
 
+SENSITIVITY = 0.01  # "stays within 1 point of its best"
+
+
+def search_trials(results: pd.DataFrame) -> pd.DataFrame:
+    """The search trials' own runs, in trial order per method (not the re-runs of a best trial on
+    other seeds, which share its configuration and come later in results.csv)."""
+    if "trial" not in results:
+        return results.iloc[0:0]
+    trials = results[results["trial"].notna()].drop_duplicates("config_id", keep="first")
+    return trials.sort_values(["trial"], kind="stable").assign(pruned=lambda t: t["pruned"].fillna(False).astype(bool),
+                                                               score=selection_scores)
+
+
+def tuning(study: Study) -> pd.DataFrame | None:
+    """Per searched method: the budget spent, the best trial, and how forgiving the method is to tune:
+    the learning rates of the finished (unpruned) trials within a point of the best validation score."""
+    trials = search_trials(study.results)
+    if trials.empty:
+        return None
+    rows = []
+    for method, runs in trials.groupby("method", sort=False):
+        finished = runs[~runs["pruned"]]
+        best = finished.loc[finished["score"].idxmax()] if len(finished) else None
+        near = finished[finished["score"] >= finished["score"].max() - SENSITIVITY]
+        rows.append({"method": method, "trials": len(runs), "pruned": int(runs["pruned"].sum()),
+                     "train_examples": int(runs["train_examples"].sum()), "seconds": runs["runtime_sec"].sum(),
+                     "best_score": None if best is None else best["score"],
+                     "best_lr": None if best is None else best["lr"],
+                     "near_lr_low": near["lr"].min(), "near_lr_high": near["lr"].max(),
+                     "near_share": len(near) / len(finished) if len(finished) else None})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def most_forgiving(table: pd.DataFrame) -> str | None:
+    """The searched method whose good learning rates span the widest range (then the largest share of
+    trials near its best); None with fewer than two methods."""
+    if table is None or len(table) < 2:
+        return None
+    span = (table["near_lr_high"] / table["near_lr_low"]).astype(float)
+    return max(table.index, key=lambda m: (span[m], table.loc[m, "near_share"]))
+
+
 @dataclass
 class Report:
     """Every number the page shows, computed once; figures and renderers only format them."""
@@ -350,6 +393,7 @@ class Report:
     subsets: pd.DataFrame | None
     mistakes: dict[str, pd.DataFrame]
     deploy: pd.DataFrame | None  # `deployment`: None where the study was not measured deployed
+    tuning: pd.DataFrame | None = None  # a search study's budget and sensitivity per method
 
 
 def analyse(study: Study) -> Report:
@@ -360,4 +404,5 @@ def analyse(study: Study) -> Report:
     if deploy is not None and recommendation.method is not None:
         recommendation = deploy_advice(recommendation, deploy)
     return Report(study, summary, pairs, recommendation, baselines, negation_accuracy(study), subset_accuracy(study),
-                  {m: confident_mistakes(p) for m, p in study.predictions.items() if m not in baselines}, deploy)
+                  {m: confident_mistakes(p) for m, p in study.predictions.items() if m not in baselines}, deploy,
+                  tuning(study))

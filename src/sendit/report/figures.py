@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from sendit.config import SELECTION_METRICS
-from sendit.report.analysis import Report, pareto_set, pretty, size_column, variant_name
+from sendit.report.analysis import SENSITIVITY, Report, pareto_set, pretty, search_trials, size_column, variant_name
 from sendit.results import select, selection_scores
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -393,7 +393,8 @@ def grid_heatmaps(report: Report, style: dict[str, Style]):
     """The learning rate x batch size grid of each method that tried more than one, on its largest training set."""
     grids, metric = {}, SELECTION_METRICS[report.study.selection]
     results = report.study.results
-    for method, runs in results.assign(score=selection_scores(results)).groupby("method", sort=False):
+    grid_runs = results[results["trial"].isna()] if "trial" in results else results  # not a search's trials
+    for method, runs in grid_runs.assign(score=selection_scores(grid_runs)).groupby("method", sort=False):
         runs = runs[runs["train_size"] == runs["train_size"].max()]
         if len(runs[["lr", "batch_size"]].drop_duplicates()) > 1:
             scores = runs.groupby("config_id").agg(lr=("lr", "first"), batch_size=("batch_size", "first"),
@@ -422,6 +423,55 @@ def grid_heatmaps(report: Report, style: dict[str, Style]):
                  "batch size, mean over seeds (the best over any other setting), on the largest training set.")
 
 
+def tuning_sensitivity(report: Report, style: dict[str, Style]):
+    """Validation score against learning rate for every search trial, one panel per searched method."""
+    trials = search_trials(report.study.results)
+    if trials.empty or report.tuning is None:
+        return None
+    methods = list(report.tuning.index)
+    fig = Figure(figsize=(min(13, 3.6 * len(methods)), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(methods), sharey=True))
+    for ax, method in zip(axes, methods):
+        runs, s, row = trials[trials["method"] == method], style[method], report.tuning.loc[method]
+        finished, pruned = runs[~runs["pruned"]], runs[runs["pruned"]]
+        if pd.notna(row["best_score"]):
+            best = 100 * row["best_score"]
+            ax.axhspan(best - 100 * SENSITIVITY, best, color=s.color, alpha=0.12, lw=0)
+            ax.axvspan(row["near_lr_low"], row["near_lr_high"], color=s.color, alpha=0.08, lw=0)
+        ax.scatter(finished["lr"], 100 * finished["score"], color=s.color, marker=s.marker,
+                   edgecolor="black", linewidth=0.5, zorder=3, label="finished")
+        ax.scatter(pruned["lr"], 100 * pruned["score"], facecolor="none", edgecolor=s.color, marker=s.marker,
+                   zorder=3, label="pruned (score when stopped)")
+        _log_axis(ax, "x", runs["lr"])
+        ax.set_title(pretty(method))
+        ax.set_xlabel("learning rate (log scale)")
+    axes[0].set_ylabel(f"validation {SELECTION_METRICS[report.study.selection]} (%)")
+    axes[-1].legend(frameon=False, loc="lower right", fontsize=8)
+    return fig, ("Tuning sensitivity: each search trial's best validation score against its learning rate; hollow "
+                 "markers were pruned (the score they had when stopped). Shaded: within 1 point of the method's "
+                 "best, and the learning rates of the finished trials that reached it.")
+
+
+def tuning_progress(report: Report, style: dict[str, Style]):
+    """The best validation score found so far against the training examples the search has spent."""
+    trials = search_trials(report.study.results)
+    if trials.empty:
+        return None
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for method, runs in trials.groupby("method", sort=False):
+        spent = runs["train_examples"].cumsum()
+        best = runs["score"].where(~runs["pruned"]).cummax()
+        s = style[method]
+        ax.step(spent, 100 * best, where="post", color=s.color, label=pretty(method))
+        ax.scatter(spent, 100 * runs["score"], color=s.color, marker=s.marker, s=14, alpha=0.5)
+    ax.set_xlabel("training examples spent by the search (cumulative)")
+    ax.set_ylabel(f"best validation {SELECTION_METRICS[report.study.selection]} so far (%)")
+    ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig, ("Search progress: the best validation score of each method's finished trials so far (line) and "
+                 "each trial's score (dots) against the training examples spent; every method had the same budget.")
+
+
 # (file name, title, draw) in page order: the trade-off first, then the detail behind it.
 FIGURES = [
     ("pareto", "Accuracy versus cost", cost_scatter),
@@ -432,4 +482,6 @@ FIGURES = [
     ("confusion_matrices", "Confusion matrices", confusion_matrices),
     ("f1_vs_size", "Macro-F1 versus training set size", f1_vs_size),
     ("grid", "Hyperparameter grid", grid_heatmaps),
+    ("tuning_sensitivity", "Tuning sensitivity", tuning_sensitivity),
+    ("tuning_progress", "Search progress", tuning_progress),
 ]

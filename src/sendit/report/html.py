@@ -14,7 +14,7 @@ import pandas as pd
 
 from sendit.config import SELECTION_METRICS
 from sendit.provenance import describe
-from sendit.report.analysis import ALPHA, Report, config_keys, pretty, size_column, variant_name
+from sendit.report.analysis import ALPHA, Report, config_keys, most_forgiving, pretty, size_column, variant_name
 from sendit.report.figures import Drawn
 
 # (column, header, scale, format): the results in two tables, quality then cost, so neither needs scrolling.
@@ -171,6 +171,30 @@ def group_table(accuracy: pd.DataFrame, gap: tuple[str, str] | None = None) -> T
     return Table(headers, rows, [False] + [True] * (len(headers) - 1))
 
 
+def tuning_table(report: Report) -> Table:
+    """Per searched method: the budget it spent, its best trial, and the learning rates within a point of it."""
+    rows = []
+    for method, row in report.tuning.iterrows():
+        near = (f"{row.near_lr_low:.3g} to {row.near_lr_high:.3g} (x{row.near_lr_high / row.near_lr_low:.3g})"
+                if pd.notna(row.near_lr_low) else "n/a")
+        rows.append([pretty(method), f"{row.trials:.0f}", f"{row.pruned:.0f}", f"{row.train_examples:,.0f}",
+                     _cell(row.seconds, "{:,.0f}"), _cell(row.best_score, "{:.1f}", 100), _cell(row.best_lr, "{:.3g}"),
+                     near, _cell(row.near_share, "{:.0f}%", 100)])
+    headers = ["method", "trials", "pruned", "training examples", "time (s)", "best val score %", "its lr",
+               "lr within 1 point of best", "finished trials within 1 point"]
+    return Table(headers, rows, [False] + [True] * 6 + [False, True])
+
+
+def _tuning(report: Report) -> str:
+    forgiving = most_forgiving(report.tuning)
+    verdict = (f"<p>Most forgiving to tune: <b>{escape(pretty(forgiving))}</b> (the widest range of learning "
+               "rates within a point of its best).</p>" if forgiving else "")
+    return ("<p class=note>Every method got the same search budget; a pruned trial stopped at a validation where "
+            "its score lagged the other trials' (its score then shown). Trials run on one seed; the best "
+            "configuration's re-runs on other seeds are in the results above.</p>"
+            + verdict + to_html(tuning_table(report)))
+
+
 def mistakes_table(mistakes: pd.DataFrame) -> Table:
     rows = [[f"{m.confidence:.1%}", str(m.label_name), str(m.pred_name), str(m.text)] for m in mistakes.itertuples()]
     return Table(["confidence", "true", "predicted", "text"], rows, [True, False, False, False])
@@ -295,6 +319,7 @@ def render_html(report: Report, figures: list[Drawn]) -> str:
          + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report)) + _deployment(report)),
         ("significance", "Significance", f"<p class=note>McNemar's test between the selected runs of each pair "
          f"of methods on the shared test set; significant at p &lt; {ALPHA}.</p>" + to_html(pairwise_table(report))),
+        *([("tuning", "Tuning", _tuning(report))] if report.tuning is not None else []),
         ("figures", "Figures", "\n".join(map(_figure, figures))),
         ("errors", "Error analysis", _error_analysis(report)),
         ("runs", "Every run", f"<details><summary>{len(report.study.results)} runs</summary>"
@@ -326,7 +351,9 @@ def render_markdown(report: Report, figures: list[Drawn]) -> str:
              "95% bootstrap interval over test examples.", "",
              to_markdown(quality_table(report)), "", to_markdown(cost_table(report)), "",
              *(["## Deployment", "", DEPLOY_NOTE, "", to_markdown(deploy_table(report)), ""]
-               if report.deploy is not None else []), "## Figures", "",
+               if report.deploy is not None else []),
+             *(["## Tuning", "", to_markdown(tuning_table(report)), ""] if report.tuning is not None else []),
+             "## Figures", "",
              *(f"![{f.title}](figures/{f.name}.png)\n\n{f.caption}\n" for f in figures),
              "The full report with significance tests and error analysis: report.html", "", "---", "",
              _made_by(report), ""]
