@@ -14,7 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from sendit.checkpoint import CHECKPOINT_FILE, Checkpoints
+from conftest import dying_after_save
+from sendit.checkpoint import CHECKPOINT_FILE
 from sendit.cli import app
 
 # What a run measures about the machine rather than the model: differs between identical runs.
@@ -123,25 +124,13 @@ def test_sigkill_after_a_checkpoint_then_train_again_goes_on_to_the_uninterrupte
     assert rows[0]["test_accuracy"].item() > 0.9
 
 
-class Killed(Exception):
-    """Stands for a SIGKILL right after a save."""
-
-
-def test_a_study_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tweets_csv, monkeypatch):
+def test_a_study_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tweets_csv):
     reference = tiny_study(tmp_path / "reference.yaml", tmp_path / "reference", tweets_csv, threads=1)
     assert CliRunner().invoke(app, ["study", str(reference)]).exit_code == 0
 
     config = tiny_study(tmp_path / "killed.yaml", tmp_path / "killed", tweets_csv, threads=1, checkpoint_minutes=0)
-    save = Checkpoints.save
-
-    def save_then_die(self, checkpoint):
-        save(self, checkpoint)
-        if checkpoint.state["step"] == 15:
-            raise Killed
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_die)
-    assert isinstance(CliRunner().invoke(app, ["study", str(config)]).exception, Killed)
-    monkeypatch.undo()
+    with dying_after_save(lambda state: state["step"] == 15):
+        CliRunner().invoke(app, ["study", str(config)], catch_exceptions=False)
     (interrupted,) = (tmp_path / "killed" / "tiny" / "runs").iterdir()
     assert (interrupted / CHECKPOINT_FILE).is_file() and not (interrupted / "metrics.json").exists()
 
