@@ -1,4 +1,5 @@
 """Shared fixtures: small synthetic sentiment data and quiet libraries."""
+import contextlib
 import logging
 import os
 import warnings
@@ -140,3 +141,24 @@ def seed_interval(directory, run_ids, metric: str, alpha: float = 0.05, num_clas
     frames = [pd.read_csv(directory / "runs" / r / "predictions.csv") for r in run_ids]
     replicates = bootstrap(frames[0].label, [f.pred for f in frames], metric, n_boot=2000, num_classes=num_classes)
     return list(np.percentile(replicates, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL right after a checkpoint: nothing the process did after it survives."""
+
+
+@contextlib.contextmanager
+def dying_after_save(when):
+    """Inside, the first checkpoint whose state satisfies `when` is the last thing a run does."""
+    from sendit.checkpoint import Checkpoints
+
+    save = Checkpoints.save
+
+    def save_then_die(self, checkpoint):
+        save(self, checkpoint)
+        if when(checkpoint.state):
+            raise Killed
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(Checkpoints, "save", save_then_die)
+        yield

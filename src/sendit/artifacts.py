@@ -3,7 +3,9 @@
 A run directory holds `config.yaml` (the RunConfig, label names filled in), `adapter.safetensors`
 (exactly the parameters the method trains, head included), `epoch_log.csv`, `predictions.csv`
 (test set) and `metrics.json`. `metrics.json` is written last and atomically: a run directory
-without it is unfinished and is redone by a resumed study. It carries `format_version`; runs
+without it is unfinished; a resumed study (or `sendit train` again) goes on from its
+`checkpoint.safetensors` (`sendit.checkpoint`, deleted once metrics.json is written) or, without one,
+redoes it. It carries `format_version`; runs
 written before the format had a version have none and are read as version 1 (the same files).
 """
 from __future__ import annotations

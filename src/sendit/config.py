@@ -122,6 +122,12 @@ class TrainConfig:
     # With bf16 training: frozen linear weights kept in bf16, the values autocast would cast them to in every
     # forward pass: same results, half their memory, no per-step cast. false: kept in float32.
     bf16_frozen_weights: bool = True
+    # A checkpoint (`checkpoint.safetensors` in the run directory) after the first step that ends this many
+    # minutes after the last one (or the start): a killed run, started again by the same `sendit study` or
+    # `sendit train`, goes on from it and ends as it would have uninterrupted. A save copies the trained
+    # weights, the best ones and the optimizer's state to disk; between saves a step pays one clock read.
+    # 0: after every step. None: no checkpoints (nor resuming from one).
+    checkpoint_minutes: float | None = 10.0
 
     def __post_init__(self):
         for name, allowed in (("device", DEVICES), ("precision", PRECISIONS), ("eval_precision", PRECISIONS)):
@@ -132,6 +138,9 @@ class TrainConfig:
         if self.batch_tokens is not None and (self.batch_tokens < 1 or not self.length_buckets):
             raise ConfigError(f"train.batch_tokens={self.batch_tokens}: needs a positive token count and "
                               "train.length_buckets: true (budgets cut length-sorted buckets)")
+        if self.checkpoint_minutes is not None and self.checkpoint_minutes < 0:
+            raise ConfigError(f"train.checkpoint_minutes={self.checkpoint_minutes}: minutes between checkpoints, "
+                              "0 or more (null: no checkpoints)")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"train.early_stopping_patience={self.early_stopping_patience}: must be at least 1 "
                               "(validations in a row without a gain); the old 0, stop at the first "

@@ -35,7 +35,8 @@ def execute_runs(todo: list[PlannedRun], runs_dir: Path, data: StudyData, consol
 
 def run_one(planned: PlannedRun, run_dir: Path, data: StudyData, progress=None) -> dict:
     """Train and evaluate one run. Its directory is made first: if the study is killed, what is left
-    is a directory without metrics.json, which the next invocation deletes and redoes."""
+    is a directory without metrics.json, which the next invocation resumes from its checkpoint, or
+    deletes and redoes where it has none."""
     from sendit.distill import loss_for
     from sendit.run import execute
 

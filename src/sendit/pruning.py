@@ -50,20 +50,16 @@ def make_pruner(name: str, startup_trials: int):
             "none": optuna.pruners.NopPruner}[name]()
 
 
-def pruning_hook(ref: TrialRef) -> Callable[[dict], bool]:
+def pruning_hook(ref: TrialRef) -> Callable[[int, dict], bool]:
     """A `sendit.train.ValidationHook`: report each validation to the trial (step: the validation's
-    number, 1, 2, ...) and return the pruner's verdict."""
+    number in the run, so trials compare at the same validation) and return the pruner's verdict."""
     optuna = import_optuna()
-
     study = optuna.load_study(study_name=ref.study_name, storage=journal_storage(ref.journal),
                               pruner=make_pruner(ref.pruner, ref.startup_trials))
     trial = optuna.trial.Trial(study, ref.trial_id)
-    validations = 0
 
-    def report(row: dict) -> bool:
-        nonlocal validations
-        validations += 1
-        trial.report(float(row[ref.metric]), validations)
+    def report(number: int, row: dict) -> bool:
+        trial.report(float(row[ref.metric]), number)
         return trial.should_prune()
 
     return report

@@ -18,7 +18,8 @@ import torch
 from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, EXTRA_PREDICTIONS_FILE, batching_for, build_model,
                               prediction_frame, save_trained, write_metrics)
 from sendit.batching import Encoded
-from sendit.config import DataConfig, RunConfig, save_yaml
+from sendit.checkpoint import Checkpoints, discard, fingerprint
+from sendit.config import DataConfig, RunConfig, save_yaml, to_dict
 from sendit.data.inputs import encode_inputs
 from sendit.evaluate import classification_metrics, predict_logits
 from sendit.host import keep_freed_memory
@@ -78,7 +79,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     memory_before = memory_mb(device)
     trainer = Trainer(model, method, cfg.train, batching, cfg.data.label_names, train_choice.precision, progress,
                       loss, device=device, eval_precision=precision, selection_metric=cfg.selection.metric,
-                      on_validation=on_validation)
+                      on_validation=on_validation, checkpoints=checkpoints_for(cfg, run_dir, encoded["train"]))
     fit = trainer.fit(encoded["train"], encoded["val"])
     peak, peak_reserved = peak_memory_mb(device), peak_reserved_mb(device)
     if not trainer.accelerator.is_main_process:
@@ -121,7 +122,17 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     metrics = {"row": row, "test": test, "label_names": cfg.data.label_names, "data_stats": splits.stats,
                "hardware": hardware, "provenance": provenance()}
     write_metrics(run_dir, metrics)
+    discard(run_dir)
     return row
+
+
+def checkpoints_for(cfg: RunConfig, run_dir: Path, train: Encoded) -> Checkpoints | None:
+    """The run's checkpoints, fingerprinted with its config (but how often it saves) and its training
+    examples' lengths and labels (a cheap stand-in for the examples): a run resumes only its own."""
+    if cfg.train.checkpoint_minutes is None:
+        return None
+    config = to_dict(replace(cfg, train=replace(cfg.train, checkpoint_minutes=None)))
+    return Checkpoints(run_dir, fingerprint(config, train.lengths, train.labels), cfg.train.checkpoint_minutes)
 
 
 def _final_validation(model, val: Encoded, cfg: RunConfig, precision: str, batching: Batching) -> dict:

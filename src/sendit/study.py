@@ -15,7 +15,8 @@ targets too (`sendit.distill`); such a study also sets its students beside the t
 
 The data is prepared and tokenised once and shared by every run; a training-set size is a
 stratified subset of it. Each finished run leaves a `metrics.json`, written last; a re-run of the
-same study skips those runs and deletes and redoes any run directory without one. `results.csv`
+same study skips those runs, resumes an unfinished one from its checkpoint (`sendit.checkpoint`) and
+deletes and redoes one that has none. `results.csv`
 and the SEND-IT notebook's per-method CSVs are rewritten atomically after each run.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sendit.checkpoint import CHECKPOINT_FILE
 from sendit.config import ConfigError, StudyConfig, save_yaml
 from sendit.plan import PlannedRun, StudyData, plan, reseed_plan
 from sendit.pruning import import_optuna
@@ -106,9 +108,12 @@ def _run_stage(stage: str, runs: list[PlannedRun], listed: list[PlannedRun], dir
     todo = [r for r in runs if not is_done(directory / "runs" / r.run_id)]
     console.print(f"{stage}: {len(runs)} runs, {len(runs) - len(todo)} already done")
     for planned in todo:
-        if (directory / "runs" / planned.run_id).exists():  # interrupted: its files cannot be trusted
+        run_dir = directory / "runs" / planned.run_id
+        if (run_dir / CHECKPOINT_FILE).is_file():  # the run checks that it is its own, and rewrites every file
+            console.print(f"  {planned.run_id}: unfinished, resuming from its checkpoint")
+        elif run_dir.exists():  # interrupted before its first checkpoint: its files cannot be trusted
             console.print(f"  {planned.run_id}: unfinished, starting it again")
-            shutil.rmtree(directory / "runs" / planned.run_id)
+            shutil.rmtree(run_dir)
     if not todo:
         return
     for planned, row in execute_runs(todo, directory / "runs", data(), console, workers, ray_address):

@@ -6,9 +6,13 @@ averaged by DDP). One loop (`Trainer._train_phase`) trains every phase; what dif
 kinds of phase (see `sendit.methods.base`), where the batches come from and what one step does, is a
 small object per kind: `EndToEnd` sends token batches through the whole model; `HeadFeatures` trains
 the head alone on pooled features computed once.
+
+With `Checkpoints` (sendit.checkpoint) the loop saves, when one is due, all it needs to go on: a run
+killed and started again loads the latest and ends as it would have uninterrupted.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +23,8 @@ import torch
 from torch import nn
 
 from sendit.batching import Encoded, collate, length_bucketed_batches, random_batches, sorted_batches
+from sendit.checkpoint import (Checkpoint, Checkpoints, load_optimizer_state, optimizer_state, random_states,
+                               set_random_states)
 from sendit.config import TrainConfig
 from sendit.evaluate import classification_metrics, predict_logits, reduced_precision
 from sendit.hardware import autocast
@@ -26,10 +32,12 @@ from sendit.methods.base import Method, Phase
 from sendit.models import PooledHead
 
 ProgressHook = Callable[[int], None]  # called with the number of examples just processed
-# Called with each validation's epoch-log row; True stops training there (a search's pruner).
-ValidationHook = Callable[[dict], bool]
+# Called with each validation's number in the run (1, 2, ...; a resumed run goes on counting) and its
+# epoch-log row; True stops training there (a search's pruner).
+ValidationHook = Callable[[int, dict], bool]
 # (model outputs, batch, example indices) -> loss; the default is the model's own cross-entropy.
 LossHook = Callable[[object, dict, np.ndarray], torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +48,18 @@ class FitResult:
     train_examples: int = 0
     stopped_early: bool = False
     pruned: bool = False  # a search's pruner stopped the run at a validation (see sendit.pruning)
+
+
+@dataclass
+class Position:
+    """Where a phase is: what a checkpoint records of it, and where a resumed phase goes on from."""
+
+    order: list[np.ndarray]  # this epoch's batches, every rank's
+    steps_per_epoch: int  # the first epoch's: it sets the schedule
+    loss_sum: torch.Tensor  # the train loss since the last validation, summed on-device (no host sync per step)
+    loss_count: int = 0
+    taken: int = 0  # this rank's batches of `order` trained
+    step: int = 0  # optimizer steps of the phase
 
 
 @dataclass
@@ -113,10 +133,12 @@ class Trainer:
     def __init__(self, model: nn.Module, method: Method, cfg: TrainConfig, batching: Batching,
                  label_names: list[str], precision: str = "fp32", progress: ProgressHook | None = None,
                  loss: LossHook | None = None, device: str = "cpu", eval_precision: str | None = None,
-                 selection_metric: str = "f1_macro", on_validation: ValidationHook | None = None):
+                 selection_metric: str = "f1_macro", on_validation: ValidationHook | None = None,
+                 checkpoints: Checkpoints | None = None):
         """`precision` trains (fp32 | bf16 | fp16); `eval_precision` validates (default: `precision`);
         `selection_metric` (a key of VALIDATION_COLUMNS) decides the kept weights and early stopping;
-        `on_validation` sees each validation's row and may stop training (a search's pruner)."""
+        `on_validation` sees each validation and may stop training (a search's pruner); `checkpoints`:
+        where to save checkpoints and resume from (None: neither)."""
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision {precision!r}: fp32, bf16 or fp16 (sendit.hardware decides `auto`)")
         if selection_metric not in VALIDATION_COLUMNS:
@@ -127,7 +149,7 @@ class Trainer:
         self.batching, self.label_names, self.precision = batching, label_names, precision
         self.eval_precision = eval_precision or precision
         self.progress = progress or (lambda n: None)
-        self.on_validation = on_validation or (lambda row: False)
+        self.on_validation = on_validation or (lambda number, row: False)
         self.accelerator = make_accelerator(precision, device)
         if next(model.parameters()).device != self.accelerator.device:  # head-only phases are never prepared
             model.to(self.accelerator.device)
@@ -137,57 +159,87 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.evals_since_best = 0
         self.epoch_offset = 0.0
+        self.checkpoints = checkpoints
+        if checkpoints and self.accelerator.num_processes > 1:
+            log.warning("no checkpoints under %d processes: a resumed run would need every rank's random state",
+                        self.accelerator.num_processes)
+            self.checkpoints = None
 
     def fit(self, train: Encoded, val: Encoded) -> FitResult:
-        start = time.perf_counter()
-        for phase in self.method.phases(self.cfg):
+        self.started = time.perf_counter()
+        resumed = self._resume()
+        for number, phase in enumerate(self.method.phases(self.cfg)):
             if self.result.pruned:
                 break
-            self.evals_since_best = 0
-            self._train_phase(phase, PHASE_KINDS[phase.kind](self, train, val))
+            kind = PHASE_KINDS[phase.kind]
+            if resumed and number < resumed.state["phase"]:
+                # Trained before the checkpoint: only set up again, for what that did to the model (accelerate
+                # wraps its forward in autocast, frozen weights may be stored in bf16).
+                self._start(kind(self, train, val), phase, total=1)
+            elif resumed and number == resumed.state["phase"]:
+                self._set_weights(resumed.tensors, "weights.")  # before the kind: HeadFeatures pools with them
+                self._train_phase(number, phase, kind(self, train, val), resumed)
+            else:
+                self.evals_since_best = 0
+                self._train_phase(number, phase, kind(self, train, val))
             self.epoch_offset += phase.epochs
-        self.result.train_seconds = time.perf_counter() - start
+        self.result.train_seconds = time.perf_counter() - self.started
         if self.best_state is not None:
             self._restore_best()
         return self.result
 
-    def _train_phase(self, phase: Phase, kind: PhaseKind) -> None:
-        """The training loop: each batch one optimizer step, a validation when due, and one stop
-        condition: the phase's last step (epochs, or `max_steps`) or patience run out."""
+    def _train_phase(self, number: int, phase: Phase, kind: PhaseKind, resumed: Checkpoint | None = None) -> None:
+        """The training loop: each batch one optimizer step, a validation when due, a checkpoint when
+        due, and one stop condition: the phase's last step (epochs, or `max_steps`) or patience run out."""
         cfg = self.cfg
-        batches = kind.epoch_batches()
-        # Token budgets vary the batch count a little between epochs; the first epoch's sets the schedule.
-        steps_per_epoch = math.ceil(len(batches) / kind.processes)
-        total = max(1, math.ceil(phase.epochs * steps_per_epoch))
+        at = self._resumed_position(resumed, kind) if resumed else self._first_position(kind)
+        total = max(1, math.ceil(phase.epochs * at.steps_per_epoch))
         total = min(total, cfg.max_steps) if cfg.max_steps else total
-        eval_every = cfg.eval_every_steps or max(1, math.ceil(steps_per_epoch / max(1, cfg.evals_per_epoch)))
-        optimizer = adamw(kind.params, phase.lr, cfg)
-        kind.start(optimizer, self._scheduler(optimizer, total))
-        loss_sum, loss_count = torch.zeros((), device=kind.device), 0  # the train loss since the last validation
+        eval_every = cfg.eval_every_steps or max(1, math.ceil(at.steps_per_epoch / max(1, cfg.evals_per_epoch)))
+        self._start(kind, phase, total)
+        if resumed:
+            self._restore_phase(kind, resumed)
         kind.model.train()
-        for step, index in enumerate(self._epochs(kind, batches), start=1):
+        for index in self._epochs(kind, at):
+            at.step += 1
             loss = kind.step(index)
-            loss_sum += loss.detach().float()  # summed on-device: no host sync per step
-            loss_count += 1
+            at.loss_sum += loss.detach().float()
+            at.loss_count += 1
             self.result.train_examples += len(index)
             self.progress(len(index) * kind.processes)
-            if step % eval_every == 0 or step == total:  # the last step always validates: it may be the best
-                epoch = self.epoch_offset + step / steps_per_epoch
-                prune = self._validate(kind, phase, round(epoch, 4), step, float(loss_sum) / loss_count)
-                if step == total or self._should_stop():
+            if at.step % eval_every == 0 or at.step == total:  # the last step always validates: it may be the best
+                epoch = self.epoch_offset + at.step / at.steps_per_epoch
+                prune = self._validate(kind, phase, round(epoch, 4), at.step, float(at.loss_sum) / at.loss_count)
+                if at.step == total or self._should_stop():
                     break
                 if prune:  # only before the phase's last step: a finished phase was not cut short
                     self.result.pruned = True
                     break
-                loss_sum, loss_count = torch.zeros((), device=kind.device), 0
+                at.loss_sum, at.loss_count = torch.zeros((), device=kind.device), 0
                 kind.model.train()  # validation left it in eval mode (dropout off)
+            if self.checkpoints and self.checkpoints.due():
+                self._save_checkpoint(number, phase, kind, at)
 
-    def _epochs(self, kind: PhaseKind, batches: list[np.ndarray]):
-        """This process's batches, epoch after epoch. A new epoch's order is drawn only once the loop
-        asks for its first batch, so a stop at an epoch's end draws nothing (the seed's order holds)."""
+    def _start(self, kind: PhaseKind, phase: Phase, total: int) -> None:
+        optimizer = adamw(kind.params, phase.lr, self.cfg)
+        kind.start(optimizer, self._scheduler(optimizer, total))
+
+    @staticmethod
+    def _first_position(kind: PhaseKind) -> Position:
+        order = kind.epoch_batches()
+        # Token budgets vary the batch count a little between epochs; the first epoch's sets the schedule.
+        return Position(order, math.ceil(len(order) / kind.processes), torch.zeros((), device=kind.device))
+
+    def _epochs(self, kind: PhaseKind, at: Position):
+        """This process's batches, epoch after epoch, from `at` on. A new epoch's order is drawn only once
+        the loop asks for its first batch, so a stop at an epoch's end draws nothing (the seed's order
+        holds), and a checkpoint there holds the random state that draws the next."""
         while True:
-            yield from batches[kind.rank::kind.processes]
-            batches = kind.epoch_batches()
+            mine = at.order[kind.rank::kind.processes]
+            while at.taken < len(mine):
+                at.taken += 1
+                yield mine[at.taken - 1]
+            at.order, at.taken = kind.epoch_batches(), 0
 
     def _scheduler(self, optimizer, total: int):
         from transformers import get_scheduler
@@ -205,7 +257,7 @@ class Trainer:
         logits, labels = kind.val_logits(), kind.val.labels
         row["val_loss"] = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
         self._record(row, logits.argmax(-1), labels)
-        return self.on_validation(row)
+        return self.on_validation(len(self.result.epoch_log), row)
 
     def _record(self, row: dict, predictions: np.ndarray, labels: np.ndarray) -> None:
         """Score a validation; keep the weights when it beats the best so far."""
@@ -229,18 +281,82 @@ class Trainer:
         return stop
 
     def _restore_best(self) -> None:
+        self._set_weights(self.best_state)
+        for name, param in self.model.named_parameters():  # back to the method's trainable set, for saving
+            param.requires_grad = name in set(self.saved_names)
+
+    def _set_weights(self, values: dict[str, torch.Tensor], prefix: str = "") -> None:
+        """Copy `values[prefix + name]` into each trained parameter."""
         params = dict(self.model.named_parameters())
         with torch.no_grad():
-            for name, value in self.best_state.items():
-                params[name].copy_(value)
-        for name, param in params.items():  # back to the method's trainable set, for saving
-            param.requires_grad = name in set(self.saved_names)
+            for name in self.saved_names:
+                params[name].copy_(values[prefix + name])
+
+    # -- checkpoints: the state above and the phase's Position, saved and loaded ------------------------
+
+    def _save_checkpoint(self, number: int, phase: Phase, kind: PhaseKind, at: Position) -> None:
+        params = dict(self.model.named_parameters())
+        optimizer_tensors, optimizer = optimizer_state(kind.optimizer)
+        tensors = {**{f"weights.{name}": params[name] for name in self.saved_names},
+                   **{f"best.{name}": value for name, value in (self.best_state or {}).items()},
+                   **optimizer_tensors, **random_states(), "loss_sum": at.loss_sum,
+                   "order.indices": torch.from_numpy(np.concatenate(at.order)),
+                   "order.sizes": torch.tensor([len(batch) for batch in at.order])}
+        log_rows = self.result.epoch_log
+        state = {"phase": number, "phase_name": phase.name, "step": at.step, "taken": at.taken,
+                 "steps_per_epoch": at.steps_per_epoch, "loss_count": at.loss_count, "epoch_log": log_rows,
+                 "best": log_rows.index(self.result.best) if self.result.best else None,
+                 "evals_since_best": self.evals_since_best, "train_examples": self.result.train_examples,
+                 "stopped_early": self.result.stopped_early, "train_seconds": time.perf_counter() - self.started,
+                 "optimizer": optimizer, "scheduler": kind.scheduler.state_dict(),
+                 "scaler": kind.scaler.state_dict() if kind.scaler else None,
+                 "numpy_rng": self.rng.bit_generator.state}
+        self.checkpoints.save(Checkpoint(tensors, state))
+
+    def _resume(self) -> Checkpoint | None:
+        """Where there is a checkpoint, take back the run's record from it (epoch log, best weights,
+        examples, seconds); the phase's own state is taken back where that phase starts again."""
+        checkpoint = self.checkpoints.load() if self.checkpoints else None
+        if checkpoint is None:
+            return None
+        state = checkpoint.state
+        rows = state["epoch_log"]
+        self.result = FitResult(rows, rows[state["best"]] if state["best"] is not None else {},
+                                train_examples=state["train_examples"], stopped_early=state["stopped_early"])
+        if state["best"] is not None:
+            device = next(self.model.parameters()).device
+            self.best_state = {name: checkpoint.tensors[f"best.{name}"].to(device) for name in self.saved_names}
+        self.evals_since_best = state["evals_since_best"]
+        self.started -= state["train_seconds"]
+        self.progress(self.result.train_examples)
+        log.info("%s: resuming at step %d of phase %r (%d examples trained, %.0f s)", self.checkpoints.path,
+                 state["step"], state["phase_name"], state["train_examples"], state["train_seconds"])
+        return checkpoint
+
+    @staticmethod
+    def _resumed_position(checkpoint: Checkpoint, kind: PhaseKind) -> Position:
+        state, tensors = checkpoint.state, checkpoint.tensors
+        sizes = tensors["order.sizes"].numpy()
+        order = np.split(tensors["order.indices"].numpy(), np.cumsum(sizes)[:-1])
+        return Position(order, state["steps_per_epoch"], tensors["loss_sum"].to(kind.device), state["loss_count"],
+                        state["taken"], state["step"])
+
+    def _restore_phase(self, kind: PhaseKind, checkpoint: Checkpoint) -> None:
+        """Optimizer, schedule, loss scale and random states as they were: the loop goes on from here."""
+        state = checkpoint.state
+        load_optimizer_state(kind.optimizer, checkpoint.tensors, state["optimizer"])
+        kind.scheduler.load_state_dict(state["scheduler"])
+        if kind.scaler:
+            kind.scaler.load_state_dict(state["scaler"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        set_random_states(checkpoint.tensors)
 
 
 # -- phase kinds: what differs between phases; the loop above is shared ---------------------------------
 # Each kind gives the loop `params` (what the optimizer trains), `epoch_batches()` (one epoch's order, all
 # ranks' batches), `start(optimizer, scheduler)`, `step(index)` -> loss, `val_logits()`, and the `model`
-# to put back in train mode, the `val` split, the `device` of the loss, this `rank` of `processes`.
+# to put back in train mode, the `val` split, the `device` of the loss, this `rank` of `processes`, and
+# for checkpoints the `optimizer`, `scheduler` and fp16 loss `scaler` (or None) that `start` set up.
 
 class EndToEnd:
     """`end_to_end`: token batches through the whole model, prepared by accelerate (DDP across processes:
@@ -300,7 +416,7 @@ class HeadFeatures:
     """`head_features`: the head alone on pooled features computed once, so each epoch costs a few
     matrix products instead of an encoder pass. Every process trains the same head on every batch."""
 
-    rank, processes = 0, 1
+    rank, processes, scaler = 0, 1, None
 
     def __init__(self, trainer: Trainer, train: Encoded, val: Encoded):
         self.trainer, self.model, self.val = trainer, trainer.model, val
