@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import os
 import subprocess
 import sys
 import time
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "deploy.md")
     args = parser.parse_args()
+    args.load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     torch_run = Predictor.from_run(args.run)
     test, extra = held_out(torch_run.cfg, args.held_out)
@@ -72,7 +74,7 @@ def main() -> None:
     rows, reference = [], {}
     for name, predictor in variants.items():
         results = {}
-        for split, frame in (("test", test), ("held_out", extra)):
+        for split, frame in (("test", test), ("held_out", extra))[:2 if len(extra) else 1]:
             texts, labels = frame["text"].tolist(), frame["label"].to_numpy()
             precision = "fp32" if isinstance(predictor, Predictor) else None
             logits, rate = throughput(predictor, predictor.encode(predictor.clean(texts)), 64, precision)
@@ -89,24 +91,30 @@ def main() -> None:
 
 
 def write(args, rows, n_test: int, n_extra: int) -> None:
-    base = rows[0][1]["held_out"][2]
+    """The table; agreement and ex/s are on the held-out tweets, or on the test split where the run's
+    sample left none (a run on the whole source file)."""
+    measured = "held_out" if n_extra else "test"
+    base = rows[0][1][measured][2]
     lines = [f"# Deploying a run on this CPU: torch against its ONNX exports, {datetime.date.today()}", "",
-             f"Machine: {cpu_model()}, {args.threads} threads for torch and ONNX Runtime alike. **The machine was "
-             "shared with other jobs during the measurement** (load average above the 2 cores), so rates are "
-             "lower and noisier than on an idle machine; the ratios are the more reliable part.", "",
+             f"Machine: {cpu_model()}, {os.cpu_count()} cores, {args.threads} threads for torch and ONNX Runtime "
+             f"alike. Load average (1 min) before the measurement {args.load_before:.2f}, after "
+             f"{os.getloadavg()[0]:.2f}: above ~{args.threads} means other jobs shared the cores, and the rates "
+             "are then lower and noisier than on an idle machine.", "",
              f"Run: `{args.run}`.", "",
              f"Command: `python benchmarks/bench_deploy.py {args.run} {' '.join(map(str, args.exports))} "
              f"--held-out {args.held_out} --threads {args.threads}`", "",
              f"Test: the run's test split ({n_test:,} tweets). Held-out: {n_extra:,} tweets of the same source file "
              "outside the run's sample. Agreement: share of predictions equal to torch fp32's. ex/s: forward passes "
-             "on the held-out texts, length-sorted batches of 64, best of 2. Cold predict: a new `sendit predict "
-             "DIR \"text\"` process, best of 3 (torch: 1).", "",
-             "| variant | test acc | held-out acc | agreement (held-out) | ex/s | vs torch | model MB | cold predict s |",
+             f"on the {measured.replace('_', '-')} texts, length-sorted batches of 64, best of 2. Cold predict: a new "
+             "`sendit predict DIR \"text\"` process, best of 3 (torch: 1).", "",
+             f"| variant | test acc | held-out acc | agreement ({measured.replace('_', '-')}) | ex/s | vs torch | model MB "
+             "| cold predict s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, results, size, cold in rows:
-        test, extra = results["test"], results["held_out"]
-        lines.append(f"| {name} | {test[0]:.4f} | {extra[0]:.4f} | {extra[1]:.2%} | {extra[2]:,.0f} | "
-                     f"{extra[2] / base:.2f}x | {size:.1f} | {cold:.2f} |")
+        held = f"{results['held_out'][0]:.4f}" if n_extra else "-"
+        agreement, rate = results[measured][1], results[measured][2]
+        lines.append(f"| {name} | {results['test'][0]:.4f} | {held} | {agreement:.2%} | {rate:,.0f} | "
+                     f"{rate / base:.2f}x | {size:.1f} | {cold:.2f} |")
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
