@@ -218,7 +218,7 @@ def main() -> None:
     n = args.texts_per_request
     batches = [texts[i:i + n] for i in range(0, len(texts) - n + 1, n)]
     cfg = load_run(args.run / "config.yaml")
-    run_info = f"{cfg.method.name} on {cfg.model.name}, bf16 {cfg.train.bf16 if cfg.train.bf16 is not None else 'auto'}"
+    run_info = f"{cfg.method.name} on {cfg.model.name}, inference precision {cfg.train.eval_precision}"
     levels = [int(c) for c in args.clients.split(",")]
     rows, load_peaks = [], {}
     servers = [(args.run, BATCHED, False)] + ([] if args.no_naive else [(args.run, NAIVE, True)])

@@ -11,6 +11,7 @@ time and run in parallel, each reporting to the shared journal from its own proc
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -64,7 +65,7 @@ class MethodSearch:
     def run(self, data, console, workers: int, ray_address: str | None, on_finished) -> list[PlannedRun]:
         self._recover()
         while (left := self._left()) > 0:
-            batch = [self._ask() for _ in range(max(1, min(workers, left)))]
+            batch = [self._ask() for _ in range(min(workers, left))]
             for planned, row in execute_runs(batch, self.directory / "runs", data(), console, workers, ray_address):
                 self._tell(planned, row)
                 console.print(f"  {planned.run_id}: val {self._score(row):.4f}"
@@ -86,13 +87,16 @@ class MethodSearch:
         return [t for t in self.study.trials if t.state in done]
 
     def _left(self) -> float:
-        """What is left of the budget, in trials (for a trials budget) or 1 while any is left."""
+        """How many trials may start now: what is left of a trials budget; for an examples or minutes
+        budget, as many as run at once while any of it is left (the last of them may overrun it)."""
         search, finished = self.cfg.search, self._finished()
         if search.trials is not None:
             return search.trials - len(finished)
         if search.examples is not None:
-            return float(sum(t.user_attrs["train_examples"] for t in finished) < search.examples)
-        return float(sum(t.user_attrs["seconds"] for t in finished) < 60 * search.minutes)
+            spent = sum(t.user_attrs["train_examples"] for t in finished) >= search.examples
+        else:
+            spent = sum(t.user_attrs["seconds"] for t in finished) >= 60 * search.minutes
+        return 0 if spent else math.inf
 
     def _describe_budget(self) -> str:
         finished = self._finished()
