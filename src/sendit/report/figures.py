@@ -443,6 +443,7 @@ def tuning_sensitivity(report: Report, style: dict[str, Style]):
         ax.scatter(pruned["lr"], 100 * pruned["score"], facecolor="none", edgecolor=s.color, marker=s.marker,
                    zorder=3, label="pruned (score when stopped)")
         _log_axis(ax, "x", runs["lr"])
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 3)))  # "2e-05" and "3e-05" side by side would collide
         ax.set_title(pretty(method))
         ax.set_xlabel("learning rate (log scale)")
     axes[0].set_ylabel(f"validation {SELECTION_METRICS[report.study.selection]} (%)")

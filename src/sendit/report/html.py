@@ -180,7 +180,7 @@ def tuning_table(report: Report) -> Table:
         rows.append([pretty(method), f"{row.trials:.0f}", f"{row.pruned:.0f}", f"{row.train_examples:,.0f}",
                      _cell(row.seconds, "{:,.0f}"), _cell(row.best_score, "{:.1f}", 100), _cell(row.best_lr, "{:.3g}"),
                      near, _cell(row.near_share, "{:.0f}%", 100)])
-    headers = ["method", "trials", "pruned", "training examples", "time (s)", "best val score %", "its lr",
+    headers = ["method", "trials", "pruned", "training examples", "training time (s, all trials)", "best val score %", "its lr",
                "lr within 1 point of best", "finished trials within 1 point"]
     return Table(headers, rows, [False] + [True] * 6 + [False, True])
 
