@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,50 @@ def test_workers_and_ray_exclude_each_other(tmp_path, tweets_csv):
     out = runner.invoke(app, ["study", str(tiny_study(tmp_path / "s.yaml", tmp_path, tweets_csv)),
                               "--workers", "2", "--ray", "local"])
     assert out.exit_code == 2 and "exclude each other" in out.output
+
+
+def spawned_workers(parent: int) -> list[int]:
+    """The pids of `parent`'s multiprocessing workers (Linux: from /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent and b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+                pids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):  # it ended while being read
+            continue
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_of_a_study_ends_its_workers(tmp_path, tweets_csv):
+    """`kill` of `sendit study --workers 2` (SIGTERM: no clean-up runs in the study process) ends its
+    workers within seconds: none goes on writing its run into the study unseen."""
+    config = tiny_study(tmp_path / "s.yaml", tmp_path / "out", tweets_csv, epochs=200, threads=1)
+    study = subprocess.Popen([sys.executable, "-m", "sendit.cli", "study", str(config), "--workers", "2"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runs = tmp_path / "out" / "tiny" / "runs"
+    deadline = time.monotonic() + 300
+    while not (runs.is_dir() and len(list(runs.iterdir())) == 2):  # both workers have started a run
+        assert study.poll() is None, study.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.2)
+    workers = spawned_workers(study.pid)
+    assert len(workers) == 2
+    study.terminate()
+    study.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers), "a worker outlived the study"
+    assert not list(runs.glob("*/metrics.json"))  # no run finished after the study was gone
 
 
 def test_torchrun_on_two_cpu_processes_matches_one_process(tmp_path, tweets_csv):

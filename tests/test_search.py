@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -129,6 +130,71 @@ def test_every_method_gets_the_same_budget(tmp_path, texts):
         spent = runs["train_examples"].cumsum()
         assert spent.iloc[-1] >= budget and (len(runs) == 1 or spent.iloc[-2] < budget), method
     assert results.groupby("method")["train_examples"].sum().nunique() == 1  # equal per-trial cost here
+
+
+class FakeRuns:
+    """Stands in for `parallel.execute_runs`: each trial "trains" 240 examples at once, writes its
+    metrics.json and scores 0.5; records the size of every batch of trials started together."""
+
+    EXAMPLES = 240
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, batch, runs_dir, data, console, workers, ray_address):
+        self.batches.append(len(batch))
+        for planned in batch:
+            row = {"train_examples": self.EXAMPLES, "runtime_sec": 1.0, "pruned": False, "best_val_score": 0.5}
+            (runs_dir / planned.run_id).mkdir(parents=True)
+            (runs_dir / planned.run_id / "metrics.json").write_text(json.dumps({"row": row}))
+            yield planned, row
+
+
+def method_search(tmp_path, texts, monkeypatch, **search):
+    """The search of full FT's learning rate (one epoch per trial), with `FakeRuns` for training."""
+    from rich.console import Console
+
+    from sendit import search as searching
+    from sendit.pruning import journal_storage
+
+    values = config(tmp_path, texts, "fake", search={"pruner": "none", **search},
+                    train={"epochs": 1, "batch_size": 16, "precision": "fp32", "threads": 1})
+    cfg = load_study(write(tmp_path, values))
+    fake = FakeRuns()
+    monkeypatch.setattr(searching, "execute_runs", fake)
+    data = SimpleNamespace(for_size=lambda size: (SimpleNamespace(train=range(FakeRuns.EXAMPLES)), None))
+    (index, space), = searching.search_spaces(cfg).items()
+
+    def new_search():  # as a new `sendit study` process opens it
+        return searching.MethodSearch(cfg, index, space, journal_storage(tmp_path / "search.journal"), tmp_path)
+
+    def run_it(workers: int = 1):
+        return new_search().run(lambda: data, Console(quiet=True), workers, None, on_finished=lambda: None)
+
+    return new_search, run_it, fake
+
+
+def test_trials_in_parallel_overrun_an_examples_budget_no_more_than_one_by_one(tmp_path, texts, monkeypatch):
+    """With an examples budget and 2 workers, a second trial starts beside the first only while both,
+    run in full, would leave some budget: the search spends what it spends one trial at a time."""
+    _, run_it, fake = method_search(tmp_path, texts, monkeypatch, examples=1000)
+    trials = run_it(workers=2)
+    assert fake.batches == [2, 2, 1]  # 480, 960 spent; 960 + 240 would reach 1,000: one more trial alone
+    assert len(trials) == 5  # 1,200 examples, as one by one (4 x 240 < 1,000, then a fifth)
+
+
+def test_a_trial_whose_run_finished_before_the_kill_is_told_its_score_not_rerun(tmp_path, texts, monkeypatch):
+    """Killed between a trial's run writing metrics.json and Optuna hearing of it: the next search
+    reads the run's score from its directory and trains it no more."""
+    new_search, run_it, fake = method_search(tmp_path, texts, monkeypatch, trials=3)
+    killed = new_search()
+    orphan = killed._ask()
+    next(fake([orphan], tmp_path / "runs", None, None, 1, None))  # its run finished; then the kill
+    run_it()
+    assert fake.batches == [1, 1, 1]  # trial 0 trained once; trials 1 and 2 after the resume
+    trials = new_search().study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert trials[0].value == 0.5 and trials[0].user_attrs["train_examples"] == FakeRuns.EXAMPLES
 
 
 def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path, texts):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -113,8 +115,17 @@ def _start_worker(data: StudyData, threads: int) -> None:
 
     global _data
     _data = data
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(threads)  # a run's own train.threads, if set, still wins
     quiet_libraries()  # workers print nothing but errors: the driver reports each run as it finishes
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once the study process is gone (SIGTERM or SIGKILL run no clean-up there): an
+    orphan would go on writing its run into the study unseen. The run resumes from its checkpoint."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _run_in_worker(planned: PlannedRun, run_dir: Path) -> dict:

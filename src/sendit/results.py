@@ -110,10 +110,15 @@ def is_done(run_dir: Path) -> bool:
     return (run_dir / METRICS_FILE).is_file()
 
 
+def finished_runs(directory: Path) -> list[str]:
+    """The ids of the study directory's finished runs (those with a metrics.json), sorted."""
+    return sorted(path.parent.name for path in (directory / "runs").glob("*/metrics.json"))
+
+
 def collect(directory: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
     """The finished runs (all, or those of `run_ids` in that order) as one table, RESULT_COLUMNS first."""
     if run_ids is None:
-        run_ids = sorted(path.parent.name for path in (directory / "runs").glob("*/metrics.json"))
+        run_ids = finished_runs(directory)
     rows = []
     for name in run_ids:
         path = directory / "runs" / name / "metrics.json"

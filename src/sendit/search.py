@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from sendit.config import RunConfig, StudyConfig
-from sendit.parallel import execute_runs
+from sendit.parallel import examples_to_train, execute_runs
 from sendit.plan import Choices, PlannedRun, Range, apply_grid_point, method_config, name_configuration, search_spaces
 from sendit.pruning import TrialRef, import_optuna, journal_storage, make_pruner
-from sendit.results import is_done
+from sendit.results import collect, is_done
 from sendit.train import VALIDATION_COLUMNS
 
 JOURNAL = "search.journal"
@@ -65,7 +65,9 @@ class MethodSearch:
     def run(self, data, console, workers: int, ray_address: str | None, on_finished) -> list[PlannedRun]:
         self._recover()
         while (left := self._left()) > 0:
-            batch = [self._ask() for _ in range(min(workers, left))]
+            batch = [self._ask()]
+            while len(batch) < min(workers, left) and self._room_beside(batch, data()):
+                batch.append(self._ask())
             for planned, row in execute_runs(batch, self.directory / "runs", data(), console, workers, ray_address):
                 self._tell(planned, row)
                 console.print(f"  {planned.run_id}: val {self._score(row):.4f}"
@@ -88,7 +90,7 @@ class MethodSearch:
 
     def _left(self) -> float:
         """How many trials may start now: what is left of a trials budget; for an examples or minutes
-        budget, as many as run at once while any of it is left (the last of them may overrun it)."""
+        budget, any number while some of it is left (`_room_beside` sizes an examples budget's batch)."""
         search, finished = self.cfg.search, self._finished()
         if search.trials is not None:
             return search.trials - len(finished)
@@ -97,6 +99,16 @@ class MethodSearch:
         else:
             spent = sum(t.user_attrs["seconds"] for t in finished) >= 60 * search.minutes
         return 0 if spent else math.inf
+
+    def _room_beside(self, batch: list[PlannedRun], data) -> bool:
+        """Whether another trial may start beside `batch`. With an examples budget, only while the
+        examples spent plus the most the batch can spend (no trial pruned) leave some budget: trials
+        run in parallel then overrun it by no more than one trial, as trials run one by one do."""
+        budget = self.cfg.search.examples
+        if budget is None:
+            return True
+        most = sum(examples_to_train(p.config, len(data.for_size(p.size)[0].train)) for p in batch)
+        return sum(t.user_attrs["train_examples"] for t in self._finished()) + most < budget
 
     def _describe_budget(self) -> str:
         finished = self._finished()
@@ -154,7 +166,7 @@ class MethodSearch:
             run_dir = self.directory / "runs" / frozen.user_attrs.get("run_id", "")
             if frozen.user_attrs.get("run_id") and is_done(run_dir):
                 self.asked[frozen.number] = optuna.trial.Trial(self.study, frozen._trial_id)
-                self._tell(self._planned(frozen), json.loads((run_dir / "metrics.json").read_text())["row"])
+                self._tell(self._planned(frozen), collect(self.directory, [run_dir.name]).iloc[0].to_dict())
                 continue
             self.study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
             self.study.enqueue_trial(frozen.params, skip_if_exists=False)

@@ -31,7 +31,7 @@ from sendit.checkpoint import CHECKPOINT_FILE
 from sendit.config import ConfigError, StudyConfig, save_yaml
 from sendit.plan import PlannedRun, StudyData, plan, reseed_plan
 from sendit.pruning import import_optuna
-from sendit.results import collect, is_done, selection_metric, write_results, write_statistics
+from sendit.results import collect, finished_runs, is_done, selection_metric, trial_number, write_results, write_statistics
 from sendit.search import run_search
 
 
@@ -70,7 +70,7 @@ def run_study(cfg: StudyConfig, console=None, workers: int = 1, ray_address: str
                       f"{cfg.search.describe_budget()}")
         done = [r.run_id for r in grid]
         runs = grid + run_search(cfg, directory, data, console, workers, ray_address,
-                                 on_finished=lambda: write_results(directory, done + _trial_ids(directory)))
+                                 on_finished=lambda: write_results(directory, done + _trial_runs(directory)))
     if cfg.reseed_best:
         reseed = reseed_plan(cfg, runs, write_results(directory, [r.run_id for r in runs]))
         runs = runs + reseed
@@ -123,7 +123,6 @@ def _run_stage(stage: str, runs: list[PlannedRun], listed: list[PlannedRun], dir
 
 
 
-
-def _trial_ids(directory: Path) -> list[str]:
+def _trial_runs(directory: Path) -> list[str]:
     """The finished trial runs in the study directory, in trial order per method."""
-    return sorted(path.parent.name for path in (directory / "runs").glob("*-trial*/metrics.json"))
+    return [run_id for run_id in finished_runs(directory) if trial_number(run_id) is not None]
