@@ -95,7 +95,7 @@ class MethodSearch:
         if search.trials is not None:
             return search.trials - len(finished)
         if search.examples is not None:
-            spent = sum(t.user_attrs["train_examples"] for t in finished) >= search.examples
+            spent = self._examples_spent() >= search.examples
         else:
             spent = sum(t.user_attrs["seconds"] for t in finished) >= 60 * search.minutes
         return 0 if spent else math.inf
@@ -108,12 +108,15 @@ class MethodSearch:
         if budget is None:
             return True
         most = sum(examples_to_train(p.config, len(data.for_size(p.size)[0].train)) for p in batch)
-        return sum(t.user_attrs["train_examples"] for t in self._finished()) + most < budget
+        return self._examples_spent() + most < budget
+
+    def _examples_spent(self) -> int:
+        return sum(t.user_attrs["train_examples"] for t in self._finished())
 
     def _describe_budget(self) -> str:
         finished = self._finished()
         pruned = sum(t.user_attrs.get("pruned", False) for t in finished)
-        examples = sum(t.user_attrs["train_examples"] for t in finished)
+        examples = self._examples_spent()
         return f"{len(finished)} trials ({pruned} pruned), {examples:,} training examples"
 
     # -- trials -----------------------------------------------------------------------------------
