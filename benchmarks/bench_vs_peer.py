@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--slow-test", type=int, default=256, help="test slice of a slow precision's sides")
     ap.add_argument("--slow-reps", type=int, default=1, help="repetitions of a slow precision's sides")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=42,
+                    help="repetition r trains every side with seed SEED + r: accuracy is a mean over seeds, not one")
     ap.add_argument("--peer", default=str(PEER), help="the peer's script")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=64)
@@ -159,6 +161,7 @@ def main() -> None:
                     continue
                 if slow:
                     command = with_files(command, files["slow_train"], files["slow_test"])
+                command = [*command, "--seed", str(args.seed + rep)]
                 result = run(command)
                 results[side].append({"precision": precision, **result, "slow": slow})  # sendit's own precision wins
                 print(method, rep, side, results[side][-1], flush=True)
@@ -179,9 +182,9 @@ def mean(runs, key):
     return float(np.mean([r[key] for r in runs])) if runs else float("nan")
 
 
-def each(runs, key) -> str:
-    values = ", ".join(f"{r[key]:.1f}" for r in runs)
-    return f"{mean(runs, key):.1f} ({values})" if len(runs) > 1 else values or "-"
+def each(runs, key, form: str = ".1f") -> str:
+    values = ", ".join(f"{r[key]:{form}}" for r in runs)
+    return f"{mean(runs, key):{form}} ({values})" if len(runs) > 1 else values or "-"
 
 
 def verdict(value: float, need: float) -> str:
@@ -198,7 +201,8 @@ def write_markdown(path: Path, records, peak: dict, commands, args) -> None:
            f"{peak['bf16_gflops']} GFLOP/s.",
            f"Data: quickstart Sentiment140 (cleaned 20k sample); train {args.n_train:,} tweets (head-only: "
            f"{args.n_small:,}, 20 epochs), test {test_rows:,}; "
-           f"batch 32, max length {args.max_length}; {args.reps} repetitions, the order of the sides rotated each.",
+           f"batch 32, max length {args.max_length}; {args.reps} repetitions, the order of the sides rotated each; "
+           f"repetition r trains every side with seed {getattr(args, 'seed', 42)} + r.",
            f"Slow precision here (matmuls over {SLOW_GATE:g}x slower than the other's): {slow}. Its sides "
            f"(marked *) trained on the first {args.slow_train:,} tweets and inferred on the first {args.slow_test:,} "
            f"test tweets, {args.slow_reps} repetition(s): their ex/s are rates on that slice, their accuracy is "
@@ -211,7 +215,7 @@ def write_markdown(path: Path, records, peak: dict, commands, args) -> None:
                 continue
             star = "*" if runs[0]["slow"] else ""
             mfu = flops[side] / mean(runs, "train_s") / (peak[f"{runs[0]['precision']}_gflops"] * 1e9)
-            accuracy = "-" if star else f"{mean(runs, 'accuracy'):.4f}"
+            accuracy = "-" if star else each(runs, "accuracy", ".4f")
             precision = (f"{runs[0]['precision']}/{runs[0]['inference_precision']}" if "inference_precision" in runs[0]
                          else runs[0]["precision"])
             out.append(f"| {method} | {side}{star} | {precision} | {each(runs, 'train_examples_per_s')} | "

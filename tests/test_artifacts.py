@@ -2,12 +2,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from conftest import tiny_data, tiny_run
-from sendit.artifacts import FORMAT_VERSION, METRICS_FILE, RunError, load
+from sendit.artifacts import FORMAT_VERSION, METRICS_FILE, Predictor, RunError, load
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +52,16 @@ def test_a_run_saved_with_the_old_patience_zero_loads_as_patience_one(run, tmp_p
     config["train"]["early_stopping_patience"] = 0
     (old / "config.yaml").write_text(yaml.safe_dump(config))
     assert load(old)[2].train.early_stopping_patience == 1
+
+
+@pytest.mark.parametrize("method, folds", [("lora", True), ("dora", True), ("ia3", True), ("prompt_tuning", False),
+                                           ("qlora", False), ("full", False)])
+def test_a_loaded_run_infers_folded_and_computes_the_same_function(tmp_path, method, folds):
+    """`eval`, `predict` and `serve` run an adapter folded into the weights (no adapter matmuls), except
+    where it cannot fold (prompt tuning) or folding would undo the method's point (QLoRA's 4-bit base)."""
+    run = tiny_run(tmp_path / method, tiny_data(tmp_path), method=method)
+    as_trained, deployed = Predictor.from_run(run, as_trained=True), Predictor.from_run(run)
+    texts = ["i love this", "so sad right now today", "ok"]
+    peft = [hasattr(p.model, "peft_config") for p in (as_trained, deployed)]
+    assert peft == [method != "full", method != "full" and not folds]
+    np.testing.assert_allclose(deployed.predict(texts), as_trained.predict(texts), rtol=0, atol=1e-5)

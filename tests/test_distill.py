@@ -100,22 +100,6 @@ def _save_tiny(tmp_path):
     return tmp_path / "tiny"
 
 
-@pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning"])
-def test_merged_student_computes_the_same_function(tmp_path, method):
-    """Inference speed is measured on the deployed form: the adapter folded into the weights."""
-    from sendit.distill import merged
-
-    run = tiny_run(tmp_path / method, tiny_data(tmp_path), method=method)
-    model, tokenizer, _ = load(run)
-    batch = tokenizer(["i love this", "so sad right now today"], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        before = model(**batch).logits
-        folded = merged(model)
-        after = folded(**batch).logits
-    assert (type(folded) is type(model)) == (method == "prompt_tuning")  # prompt tuning cannot fold
-    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
-
-
 @pytest.fixture
 def tiny_teacher(tmp_path, monkeypatch):
     """A full fine-tuning teacher on 400 synthetic tweets, and that data."""

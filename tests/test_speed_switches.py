@@ -5,7 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sendit.artifacts import load
+from safetensors.torch import load_file
+
+from sendit.artifacts import ADAPTER_FILE, load
+from sendit.methods import get_method
+from sendit.models import load_model
 from sendit.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from sendit.run import execute
 
@@ -139,16 +143,24 @@ def test_attention_dropout_is_set_on_every_architecture(kind, field):
 @pytest.mark.parametrize("method", ["lora", "bitfit", "ia3", "prompt_tuning"])
 def test_frozen_weights_stored_in_bf16_give_autocasts_results(tmp_path, splits, method):
     """bf16 training keeps frozen linear weights in bf16: the values autocast casts them to anyway,
-    so a run's predictions are those of a run that keeps them in float32."""
-    def predictions(stored_in_bf16: bool) -> np.ndarray:
+    so the trained weights are those of a run that keeps them in float32. (Not its predictions: a run
+    whose base stays float32 tests with its adapter folded in, `Method.for_inference`.)"""
+    def trained(stored_in_bf16: bool) -> dict:
         cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
                         model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name=method, lr=1e-2),
                         train=TrainConfig(max_steps=4, batch_size=16, bf16=True, threads=1, seed=3,
                                           bf16_frozen_weights=stored_in_bf16))
         execute(cfg, tmp_path / str(stored_in_bf16), splits)
-        return probabilities(pd.read_csv(tmp_path / str(stored_in_bf16) / "predictions.csv"))
+        return load_file(str(tmp_path / str(stored_in_bf16) / ADAPTER_FILE))
 
-    np.testing.assert_allclose(predictions(True), predictions(False), rtol=0, atol=1e-6)
+    in_bf16, in_float32 = trained(True), trained(False)
+    assert in_bf16.keys() == in_float32.keys()
+    for name, tensor in in_float32.items():
+        np.testing.assert_allclose(in_bf16[name].numpy(), tensor.numpy(), rtol=0, atol=1e-6, err_msg=name)
+    untrained = get_method(MethodConfig(name=method)).apply(load_model("tiny-bert", 2, seed=3)[0])
+    initial = dict(untrained.named_parameters())
+    assert any(not np.allclose(initial[name].detach().numpy(), tensor.numpy(), atol=1e-3)
+               for name, tensor in in_float32.items() if name in initial), "training changed nothing"
 
 
 def test_only_frozen_float32_linear_weights_are_cast():

@@ -148,8 +148,11 @@ class Predictor:
     cfg: RunConfig
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
-        return cls(*load(run_dir, device))
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", as_trained: bool = False) -> "Predictor":
+        """The run's model in the form inference runs it (its method's `for_inference`: adapters folded
+        where that computes the same function), or `as_trained`: exactly the saved structure."""
+        model, tokenizer, cfg = load(run_dir, device)
+        return cls(model if as_trained else get_method(cfg.method).for_inference(model), tokenizer, cfg)
 
     @property
     def label_names(self) -> list[str]:

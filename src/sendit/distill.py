@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from sendit.artifacts import METRICS_FILE, Predictor
 from sendit.config import ConfigError, DataConfig, DistillConfig, RunConfig, StudyConfig, load_run
 from sendit.io import atomic_write, atomic_write_csv
+from sendit.methods import get_method
 from sendit.models import cache_dir
 
 
@@ -94,21 +95,14 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     matmuls); parameters counted before folding."""
     from sendit.models import count_parameters
 
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, as_trained=True)
     _, total = count_parameters(predictor.model)
-    predictor = dataclasses.replace(predictor, model=merged(predictor.model))
+    predictor = dataclasses.replace(predictor, model=get_method(predictor.cfg.method).for_inference(predictor.model))
     encoded = predictor.encode(texts)
     predictor.logits(encoded.subset(np.arange(min(len(texts), batch_size))), batch_size, "bf16")  # warm-up
     _, seconds = predictor.logits(encoded, batch_size, "bf16")
     return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": predictor.cfg.model.name}
 
-
-def merged(model):
-    """The model with its adapter merged into the base weights where PEFT can; else unchanged."""
-    try:
-        return model.merge_and_unload()
-    except (AttributeError, ValueError, NotImplementedError):  # prompt tuning, no adapter
-        return model
 
 
 def teacher_run(path: str | Path) -> Path:

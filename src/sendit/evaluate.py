@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from sendit.batching import Encoded, collate, sorted_batches
+from sendit.first_token import first_token_only
 from sendit.hardware import DTYPES, autocast
 from sendit.measure import Timer
 
@@ -41,13 +42,15 @@ def predict_logits(model, encoded: Encoded, batch_size: int, precision: str, pad
     """Logits for every example in its original order, and the seconds the forward passes took,
     on the model's device in `precision` (fp32 | bf16 | fp16).
 
-    Batches are formed in length order so padding nearly vanishes.
+    Batches are formed in length order so padding nearly vanishes, and an encoder's last block
+    computes only the token its head reads (first_token.py).
     """
     model.eval()
     device = next(model.parameters()).device
     batches = sorted_batches(encoded.lengths, batch_size)
     logits = None
-    with Timer() as timer, reduced_precision(model, precision, len(batches) > 1), torch.inference_mode():
+    with Timer() as timer, reduced_precision(model, precision, len(batches) > 1), \
+            first_token_only(model), torch.inference_mode():
         for index in batches:
             batch = {k: v.to(device) for k, v in collate(encoded, index, pad_id, left_pad).items() if k != "labels"}
             out = model(**batch).logits.float().cpu().numpy()

@@ -41,6 +41,7 @@ from sendit.artifacts import Predictor
 from sendit.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from sendit.data import SOURCES, prepare
 from sendit.decoders import position_ids_from_mask
+from sendit.first_token import first_token_only
 from sendit.deploy import (EXPORT_FORMAT_VERSION, INPUT_NAMES, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
                            ExportError, ExportPredictor, padded, sha256)
 from sendit.io import atomic_write_json
@@ -79,7 +80,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     """Export `run_dir` into `out` and return the manifest; ExportError (nothing written) when it cannot."""
     run_dir, out = Path(run_dir), Path(out)
     check_options(out, fmt, quantize, force, max_loss)
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, as_trained=True)  # folded below, and checked against this
     method = get_method(predictor.cfg.method)
     check_exportable(predictor, method)
     splits = prepare(predictor.cfg.data)
@@ -166,7 +167,7 @@ def build_export(tmp: Path, predictor: Predictor, method, run_dir: Path, texts: 
 
 def write_onnx(module: nn.Module, example: dict[str, torch.Tensor], path: Path) -> None:
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), first_token_only(module.model):
         warnings.simplefilter("ignore")  # TracerWarnings about Python branches on shapes the checks cover
         try:
             torch.onnx.export(module, tuple(example[name] for name in INPUT_NAMES), str(path), dynamo=False,

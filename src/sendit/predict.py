@@ -16,9 +16,10 @@ from sendit.calibration import softmax
 from sendit.deploy import ExportError, ExportPredictor, is_export
 
 
-def open_predictor(path: str | Path, device: str = "auto"):
-    """A run's `artifacts.Predictor` (torch, on `device`) or an export's `deploy.ExportPredictor` (no
-    torch, ONNX Runtime on the CPU), by what the directory holds; both label texts the same way."""
+def open_predictor(path: str | Path, device: str = "auto", as_trained: bool = False):
+    """A run's `artifacts.Predictor` (torch, on `device`; `as_trained`: its adapter not folded) or an
+    export's `deploy.ExportPredictor` (no torch, ONNX Runtime on the CPU), by what the directory holds;
+    both label texts the same way."""
     if is_export(path):
         if device not in ("auto", "cpu"):
             raise ExportError(f"{path}: an export runs on the CPU (ONNX Runtime); device {device!r} applies to runs")
@@ -27,7 +28,7 @@ def open_predictor(path: str | Path, device: str = "auto"):
     from sendit.artifacts import Predictor
     from sendit.hardware import resolve_device
 
-    return Predictor.from_run(path, resolve_device(device, "--device"))
+    return Predictor.from_run(path, resolve_device(device, "--device"), as_trained)
 
 
 def predict_probabilities(predictor, texts: list[str], batch_size: int = 64, precision: str | None = None,

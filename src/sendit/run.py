@@ -86,14 +86,15 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         return {}
 
     best = fit.best or _final_validation(model, encoded["val"], cfg, precision, batching)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, run_dir / "config.yaml")
+    save_trained(model, trainer.saved_names, run_dir / ADAPTER_FILE)
+    model = method.for_inference(model)  # tested as `eval`, `predict` and `serve` will run it
     logits, infer_seconds = predict_logits(model, encoded["test"], cfg.train.eval_batch_size, precision,
                                            **vars(batching))
     labels = encoded["test"].labels
     test = classification_metrics(labels, logits.argmax(-1), cfg.data.label_names)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, run_dir / "config.yaml")
-    save_trained(model, trainer.saved_names, run_dir / ADAPTER_FILE)
     atomic_write_csv(run_dir / "epoch_log.csv", pd.DataFrame(fit.epoch_log, columns=EPOCH_LOG_COLUMNS))
     atomic_write_csv(run_dir / "predictions.csv", prediction_frame(splits.test["text"], labels, logits,
                                                                     cfg.data.label_names))

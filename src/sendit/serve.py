@@ -17,8 +17,9 @@ loop only parses and validates; a lone request is not held for the window.
 import asyncio
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Sequence
 
@@ -56,7 +57,8 @@ def parse_runs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]:
 
 def load_runs(specs: Sequence[str | Path], device: str = "auto") -> dict[str, Served]:
     """Load and validate every run (onto `device`) and export (ONNX Runtime, CPU); adapter runs over an
-    equal base share its tensors."""
+    equal base share its tensors, and an adapter alone on its base is folded into it (its method's
+    `for_inference`: no adapter matmuls)."""
     from sendit.config import ConfigError
     from sendit.deploy import ExportPredictor
     from sendit.predict import open_predictor
@@ -66,16 +68,21 @@ def load_runs(specs: Sequence[str | Path], device: str = "auto") -> dict[str, Se
     for name, run_dir in parse_runs(specs):
         if name in served:
             raise ConfigError(f"two runs are named '{name}' ({served[name].run_dir}, {run_dir}): name them NAME=DIR")
-        predictor = open_predictor(run_dir, device)
+        predictor = open_predictor(run_dir, device, as_trained=True)
         if isinstance(predictor, ExportPredictor):  # its own ONNX Runtime session
             source = predictor.manifest["source"]
             served[name] = Served(name, run_dir, predictor, source["method"], source["model"], None)
             continue
-        from sendit.methods import METHODS  # torch: only once a run (not an export) is served
+        from sendit.methods import METHODS, get_method  # torch: only once a run (not an export) is served
 
         cfg = predictor.cfg
         base = share_base(predictor.model, bases) if METHODS[cfg.method.name].shares_base else None
         served[name] = Served(name, run_dir, predictor, cfg.method.name, cfg.model.name, base)
+    sharing = Counter(s.base for s in served.values() if s.base is not None)
+    for s in served.values():
+        if s.base is not None and sharing[s.base] == 1:
+            model = get_method(s.predictor.cfg.method).for_inference(s.predictor.model)
+            s.predictor = replace(s.predictor, model=model)
     return served
 
 

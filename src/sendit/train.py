@@ -27,6 +27,7 @@ from sendit.checkpoint import (Checkpoint, Checkpoints, load_optimizer_state, op
                                set_random_states)
 from sendit.config import TrainConfig
 from sendit.evaluate import classification_metrics, predict_logits, reduced_precision
+from sendit.first_token import first_token_only
 from sendit.hardware import autocast
 from sendit.methods.base import Method, Phase
 from sendit.models import PooledHead
@@ -464,7 +465,7 @@ def pooled_features(head: PooledHead, encoded: Encoded, batch_size: int, precisi
     device = next(head.model.parameters()).device
     out = torch.empty(0, device=device)
     batches = sorted_batches(encoded.lengths, batch_size)
-    with reduced_precision(head.model, precision, len(batches) > 1):
+    with reduced_precision(head.model, precision, len(batches) > 1), first_token_only(head.model):
         for index in batches:
             batch = {k: v.to(device) for k, v in collate(encoded, index, **vars(batching)).items() if k != "labels"}
             features = head.extract(batch)

@@ -168,6 +168,9 @@ class QLora(Lora):
     def folded(self, model):
         return super().folded(dequantize_4bit(model))
 
+    def for_inference(self, model):
+        return model  # folding would dequantise the base: 4x the memory QLoRA is chosen to save
+
     def apply(self, model):
         from peft import prepare_model_for_kbit_training
 
