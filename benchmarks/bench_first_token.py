@@ -44,8 +44,8 @@ def main() -> None:
         trained, deployed = Predictor.from_run(run, as_trained=True), Predictor.from_run(run)
         sides = {"as trained": (trained.model, whole_block), "folded": (deployed.model, whole_block),
                  "sendit": (deployed.model, first_token_only)}
-        if deployed.model is trained.model:
-            del sides["folded"]
+        if hasattr(deployed.model, "peft_config") or not hasattr(trained.model, "peft_config"):
+            del sides["folded"]  # nothing was folded: that side would time `as trained` again
         encoded = trained.encode(trained.clean(texts))
         batching = batching_for(trained.tokenizer, trained.model)
 
