@@ -4,7 +4,7 @@ An encoder's classifier reads one position of the last block's output: the first
 the first virtual token under prompt tuning). That block's keys and values still need every
 token, but its query, attention output, feed-forward and layer norms are needed for the first
 token alone. On a 6-layer model that is ~14% of the arithmetic of a forward pass and measured
-9-23% faster on minilm (benchmarks/results/first_token.md), with the same logits to float
+7-21% faster on minilm (benchmarks/results/first_token.md), with the same logits to float
 rounding. The peer runs the whole block; this is one of the ways sendit beats it.
 
 Blocks are recognised by their layout (the modules they hold), not by their class names; a model

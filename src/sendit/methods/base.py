@@ -84,7 +84,7 @@ class Method:
     def for_inference(self, model: nn.Module) -> nn.Module:
         """The trained model as test passes, `eval`, `predict` and `serve` run it: folded where that computes
         the same function, so no adapter matmuls run beside each layer (all-linear LoRA on minilm infers
-        1.38x faster folded: benchmarks/results/first_token.md). The model must not train afterwards.
+        1.21-1.29x faster folded: benchmarks/results/first_token.md). The model must not train afterwards.
         Weights held in bf16 (bf16 training's frozen base) stay unfolded: the update would be rounded to bf16."""
         in_float32 = all(p.dtype == torch.float32 for p in model.parameters())
         return self.folded(model).eval() if self.foldable and self.folds_exactly and in_float32 else model
