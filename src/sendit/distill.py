@@ -104,7 +104,6 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     return {"inference_examples_per_s_bf16": len(texts) / seconds, "params": total, "model": predictor.cfg.model.name}
 
 
-
 def teacher_run(path: str | Path) -> Path:
     """A run directory as it is; a study directory: its best run on validation, by the study's selection
     metric (each method's selected configuration, then the best of those; test metrics are not consulted)."""

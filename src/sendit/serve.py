@@ -78,11 +78,11 @@ def load_runs(specs: Sequence[str | Path], device: str = "auto") -> dict[str, Se
         cfg = predictor.cfg
         base = share_base(predictor.model, bases) if METHODS[cfg.method.name].shares_base else None
         served[name] = Served(name, run_dir, predictor, cfg.method.name, cfg.model.name, base)
-    sharing = Counter(s.base for s in served.values() if s.base is not None)
-    for s in served.values():
-        if s.base is not None and sharing[s.base] == 1:
-            model = get_method(s.predictor.cfg.method).for_inference(s.predictor.model)
-            s.predictor = replace(s.predictor, model=model)
+    sharing = Counter(entry.base for entry in served.values() if entry.base is not None)
+    for entry in served.values():
+        if entry.base is not None and sharing[entry.base] == 1:
+            model = get_method(entry.predictor.cfg.method).for_inference(entry.predictor.model)
+            entry.predictor = replace(entry.predictor, model=model)
     return served
 
 
