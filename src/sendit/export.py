@@ -41,9 +41,9 @@ from sendit.artifacts import Predictor
 from sendit.calibration import expected_calibration_error, fit_temperature, nll, softmax
 from sendit.data import SOURCES, prepare
 from sendit.decoders import position_ids_from_mask
-from sendit.first_token import first_token_only
 from sendit.deploy import (EXPORT_FORMAT_VERSION, INPUT_NAMES, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
                            ExportError, ExportPredictor, padded, sha256)
+from sendit.first_token import first_token_only
 from sendit.io import atomic_write_json
 from sendit.methods import get_method
 from sendit.provenance import provenance, version

@@ -31,7 +31,8 @@ from sendit.checkpoint import CHECKPOINT_FILE
 from sendit.config import ConfigError, StudyConfig, save_yaml
 from sendit.plan import PlannedRun, StudyData, plan, reseed_plan
 from sendit.pruning import import_optuna
-from sendit.results import collect, finished_runs, is_done, selection_metric, trial_number, write_results, write_statistics
+from sendit.results import (collect, finished_runs, is_done, selection_metric, trial_number, write_results,
+                            write_statistics)
 from sendit.search import run_search
 
 
@@ -120,7 +121,6 @@ def _run_stage(stage: str, runs: list[PlannedRun], listed: list[PlannedRun], dir
         console.print(f"  {planned.run_id}: test acc {row['test_accuracy']:.4f}, "
                       f"F1 {row['test_f1_macro']:.4f}, {row['runtime_sec']:.0f} s")
         write_results(directory, [r.run_id for r in listed])
-
 
 
 def _trial_runs(directory: Path) -> list[str]:
