@@ -162,7 +162,7 @@ def method_search(tmp_path, texts, monkeypatch, **search):
     cfg = load_study(write(tmp_path, values))
     fake = FakeRuns()
     monkeypatch.setattr(searching, "execute_runs", fake)
-    data = SimpleNamespace(for_size=lambda size: (SimpleNamespace(train=range(FakeRuns.EXAMPLES)), None))
+    data = SimpleNamespace(for_run=lambda planned: (SimpleNamespace(train=range(FakeRuns.EXAMPLES)), None))
     (index, space), = searching.search_spaces(cfg).items()
 
     def new_search():  # as a new `sendit study` process opens it

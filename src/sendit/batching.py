@@ -32,6 +32,11 @@ class Encoded:
         types = [self.token_type_ids[i] for i in index] if self.token_type_ids is not None else None
         return Encoded([self.input_ids[i] for i in index], self.labels[index], types)
 
+    def concat(self, other: "Encoded") -> "Encoded":
+        """These examples, then `other`'s (encoded by the same tokenizer the same way)."""
+        types = self.token_type_ids + other.token_type_ids if self.token_type_ids is not None else None
+        return Encoded(self.input_ids + other.input_ids, np.concatenate([self.labels, other.labels]), types)
+
 
 def encode(tokenizer, texts: list[str], labels, max_length: int, pairs: list[str] | None = None,
            head_tail: bool = False) -> Encoded:

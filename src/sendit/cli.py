@@ -183,7 +183,7 @@ def train(dataset: str = typer.Option(DataConfig.dataset, help="Registry name (s
         "method": {"name": method, "lr": lr},
         "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed}}, overrides or [])
     cfg = _guard(lambda: build(RunConfig, values))
-    splits = _guard(lambda: prepare(cfg.data))
+    splits = _guard(lambda: prepare(cfg.data).with_transfer(cfg.transfer))
     row = _guard(lambda: execute(cfg, out, splits, make_loss=loss_for(cfg, splits)))
     if row:
         import pandas as pd
@@ -207,7 +207,9 @@ def distill(teacher: Path = typer.Option(..., help="The teacher's run directory 
             out: Path = typer.Option(Path("runs/distill"), help="Output directory (the study's)"),
             overrides: Optional[list[str]] = SetOption):
     """Distil a trained run into a smaller student: a study of the method with and without KD on the
-    same seeds and the teacher's data (the shape of configs/distill_minilm.yaml; resumable)."""
+    same seeds and the teacher's data (the shape of configs/distill_minilm.yaml; resumable). When the
+    teacher's data has a transfer set (data.transfer), two more arms: the student on it with the
+    teacher's soft targets alone (+kd+transfer) and, the control, with its gold labels (+transfer)."""
     from sendit.config import StudyConfig, apply_overrides, build, load_run, to_dict
     from sendit.distill import teacher_run
 
@@ -222,7 +224,10 @@ def distill(teacher: Path = typer.Option(..., help="The teacher's run directory 
         "name": out.name, "output_dir": str(out.parent), "data": to_dict(teacher_cfg.data),
         "model": {"name": student, "max_length": teacher_cfg.model.max_length},
         "train": {"epochs": epochs, "batch_size": batch_size},
-        "methods": [{**arm, "label": method}, {**arm, "label": f"{method}+kd", "distill": kd}],
+        "methods": [{**arm, "label": method}, {**arm, "label": f"{method}+kd", "distill": kd},
+                    *([{**arm, "label": f"{method}+transfer", "transfer": "labels"},
+                       {**arm, "label": f"{method}+kd+transfer", "distill": kd, "transfer": "teacher"}]
+                      if teacher_cfg.data.transfer else [])],
         "seeds": seed_list}, overrides or [])
     _run_and_print(_guard(lambda: build(StudyConfig, values)))
 

@@ -57,7 +57,15 @@ class DataConfig:
     # Texts longer than max_length: "head" keeps the first tokens; "head_tail" the first quarter and
     # the rest from the end (at 512: first 128 + last 382, Sun et al. 2019), for long reviews (imdb).
     truncation: str = "head"
+    # A transfer set: this many more texts, a stratified sample of the train pool outside `sample` (so never
+    # a val or test text nor a copy of one), for the runs that ask for it (`transfer: labels | teacher` on a
+    # run or a study's method). Needs `sample`. 0: none.
+    transfer: int = 0
     clean: CleanConfig = field(default_factory=CleanConfig)
+
+    def __post_init__(self):
+        if self.transfer < 0:
+            raise ConfigError(f"data.transfer={self.transfer}: a number of texts, 0 or more")
 
 
 @dataclass
@@ -189,6 +197,26 @@ class DistillConfig:
     alpha: float = 0.5  # weight of the soft (KL) term; 1 - alpha weighs cross-entropy on the labels
 
 
+# What a run does with the data's transfer set (`data.transfer`): none | labels (trains on its texts
+# with their gold labels: a teacher, or distillation's control arm) | teacher (its texts without
+# their labels, learnt from the teacher's soft targets alone: needs `distill`).
+TRANSFER_MODES = ("none", "labels", "teacher")
+
+
+def check_transfer(mode: str, distill: DistillConfig | None) -> None:
+    if mode not in TRANSFER_MODES:
+        raise ConfigError(f"transfer={mode!r}: one of {', '.join(TRANSFER_MODES)}")
+    if mode == "teacher" and distill is None:
+        raise ConfigError("transfer=teacher learns the transfer texts from a teacher's soft targets: "
+                          "it needs a distill block (or transfer: labels for their gold labels)")
+
+
+def check_transfer_set(data: DataConfig, mode: str, where: str) -> None:
+    if mode != "none" and data.transfer == 0:
+        raise ConfigError(f"{where}transfer={mode}: the data has no transfer set: set data.transfer to a number of "
+                          "texts (drawn from outside data.sample)")
+
+
 @dataclass
 class StudyMethodConfig(MethodConfig):
     """A method of a study and the grid its runs cover: one configuration per combination of values."""
@@ -199,6 +227,7 @@ class StudyMethodConfig(MethodConfig):
     # With it, this method's runs learn from the teacher's soft targets too: list the method twice, with
     # and without (another `label`), for the KD arm and its control on the same seeds.
     distill: DistillConfig | None = None
+    transfer: str = "none"  # none | labels | teacher: what its runs do with the data's transfer set (above)
     # The space a study's `search:` samples for this method (instead of a grid): key -> a list of
     # choices, or a range {low, high, log: true|false} (whole numbers for integer fields). Keys as in
     # `grid`, e.g. {lr: {low: 1e-4, high: 1e-2, log: true}, batch_size: [16, 32], r: [8, 16]}.
@@ -206,6 +235,9 @@ class StudyMethodConfig(MethodConfig):
     # Configurations the search tries first (Optuna's enqueue_trial), e.g. [{lr: 5e-4}]: today's
     # default, so the search starts from what is known. Count against the budget.
     search_start: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self):
+        check_transfer(self.transfer, self.distill)
 
 
 SAMPLERS = ("tpe", "random")
@@ -315,6 +347,10 @@ class StudyConfig:
     # `<study>/deploy.csv`, drawn by the report. `deploy: {}` takes every default; None: not measured.
     deploy: DeployConfig | None = None
 
+    def __post_init__(self):
+        for index, method in enumerate(self.methods):
+            check_transfer_set(self.data, method.transfer, f"methods[{index}] ({method.label or method.name}).")
+
     @property
     def directory(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -331,6 +367,11 @@ class RunConfig:
     # Runs saved before there was a choice have none in their config.yaml: they were kept on macro-F1.
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     distill: DistillConfig | None = None
+    transfer: str = "none"  # none | labels | teacher: what it does with the data's transfer set (TRANSFER_MODES)
+
+    def __post_init__(self):
+        check_transfer(self.transfer, self.distill)
+        check_transfer_set(self.data, self.transfer, "")
 
 
 def _build(cls: type, values: Any, where: str) -> Any:

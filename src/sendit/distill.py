@@ -4,6 +4,10 @@ A distilled method is a study variant (a method entry with `distill:`, configs/d
 planned, run, resumed and summarised like any other; `loss_for` gives a run its loss, and
 `compare_with_teachers` sets the students beside their teacher (accuracy, size, inference speed).
 
+A transfer set (`data.transfer`: texts from outside the student's sample) is where distillation
+usually pays: a run with `transfer: teacher` also trains on those texts with the teacher's soft targets
+alone, and its control, `transfer: labels`, on the same texts with their gold labels, without KD.
+
 SEND-IT ran its teacher inside every training step; here the teacher labels the training set once
 (bf16, length-sorted batches) and every student run reuses the cached logits. The cache key covers
 the teacher's weights and config, the exact training texts and the teacher's tokenizer, so a change
@@ -29,14 +33,18 @@ from sendit.models import cache_dir
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float,
-            alpha: float) -> torch.Tensor:
-    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y), averaged over the batch.
+            alpha: float, unlabelled: torch.Tensor | None = None) -> torch.Tensor:
+    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y) per example, T^2 * KL
+    alone for an `unlabelled` one (a transfer text learnt from the teacher only), averaged over the batch.
 
     The T^2 keeps the soft term's gradients on the scale of the hard term's as T grows.
     """
     soft = F.kl_div(F.log_softmax(student / temperature, dim=-1), F.log_softmax(teacher / temperature, dim=-1),
-                    reduction="batchmean", log_target=True)
-    return alpha * temperature**2 * soft + (1 - alpha) * F.cross_entropy(student, labels)
+                    reduction="none", log_target=True).sum(-1) * temperature**2
+    per_example = alpha * soft + (1 - alpha) * F.cross_entropy(student, labels, reduction="none")
+    if unlabelled is not None:
+        per_example = torch.where(unlabelled, soft, per_example)
+    return per_example.mean()
 
 
 def cache_key(teacher_dir: Path, texts: list[str], tokenizer, max_length: int) -> str:
@@ -66,25 +74,30 @@ def teacher_logits(cfg: DistillConfig, texts: list[str], batch_size: int = 128) 
     return tensor, False
 
 
-def distillation_loss(cfg: DistillConfig, logits_by_example: torch.Tensor):
-    """The trainer's loss hook: KD against the cached teacher logits of the batch's examples."""
+def distillation_loss(cfg: DistillConfig, logits_by_example: torch.Tensor, unlabelled: torch.Tensor | None = None):
+    """The trainer's loss hook: KD against the cached teacher logits of the batch's examples; an example
+    marked in `unlabelled` (by example) learns from them alone."""
 
     def loss(outputs, batch, index) -> torch.Tensor:
-        teacher = logits_by_example[torch.as_tensor(index)].to(outputs.logits.device)
-        return kd_loss(outputs.logits.float(), teacher, batch["labels"], cfg.temperature, cfg.alpha)
+        rows = torch.as_tensor(index)
+        teacher = logits_by_example[rows].to(outputs.logits.device)
+        marked = unlabelled[rows].to(outputs.logits.device) if unlabelled is not None else None
+        return kd_loss(outputs.logits.float(), teacher, batch["labels"], cfg.temperature, cfg.alpha, marked)
 
     return loss
 
 
 def loss_for(cfg: RunConfig, splits):
     """`run.execute`'s make_loss for `cfg`: KD against the teacher's logits on the training texts
-    when cfg.distill is set, else None (the model's own cross-entropy)."""
+    (transfer texts included) when cfg.distill is set, else None (the model's own cross-entropy)."""
     if cfg.distill is None:
         return None
 
     def make_loss():
         soft_targets, _ = teacher_logits(cfg.distill, splits.train["text"].tolist(), cfg.train.eval_batch_size)
-        return distillation_loss(cfg.distill, soft_targets)
+        unlabelled = (torch.tensor(splits.train["unlabelled"].to_numpy(dtype=bool))
+                      if "unlabelled" in splits.train else None)
+        return distillation_loss(cfg.distill, soft_targets, unlabelled)
 
     return make_loss
 

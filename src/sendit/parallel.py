@@ -42,7 +42,7 @@ def run_one(planned: PlannedRun, run_dir: Path, data: StudyData, progress=None) 
     from sendit.distill import loss_for
     from sendit.run import execute
 
-    splits, encoded = data.for_size(planned.size)
+    splits, encoded = data.for_run(planned)
     run_dir.mkdir(parents=True, exist_ok=True)
     return execute(planned.config, run_dir, splits, encoded, progress, make_loss=loss_for(planned.config, splits),
                    on_validation=pruning_hook(planned.trial) if planned.trial else None)
@@ -56,7 +56,7 @@ def available_cores() -> int:
 
 def one_by_one(todo: list[PlannedRun], runs_dir: Path, data: StudyData, console) -> Finished:
     for number, planned in enumerate(todo, 1):
-        splits, _ = data.for_size(planned.size)
+        splits, _ = data.for_run(planned)
         total = examples_to_train(planned.config, len(splits.train))
         with _RunProgress(console, f"[{number}/{len(todo)}] {planned.run_id}", total) as advance:
             row = run_one(planned, runs_dir / planned.run_id, data, advance)

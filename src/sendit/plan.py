@@ -75,7 +75,8 @@ def configurations(cfg: StudyConfig) -> list[PlannedRun]:
                 name = name_configuration(method_cfg, get_method(method_cfg).lr, train_cfg, model_cfg, size, point)
                 planned.append(PlannedRun(name, RunConfig(data=cfg.data, model=model_cfg, method=method_cfg,
                                                           train=train_cfg, selection=cfg.selection,
-                                                          distill=study_method.distill), size))
+                                                          distill=study_method.distill,
+                                                          transfer=study_method.transfer), size))
     return planned
 
 
@@ -264,6 +265,14 @@ class StudyData:
                  "label_counts": {**stats["label_counts"], "train": label_counts(train, self.splits.label_names)}}
         return replace(self.splits, train=train, stats=stats), {**self.encoded,
                                                                  "train": self.encoded["train"].subset(rows)}
+
+    def for_run(self, planned: PlannedRun):
+        """(splits, encoded) of a planned run: its training-set size, then the transfer set it asks for."""
+        splits, encoded = self.for_size(planned.size)
+        if planned.config.transfer == "none":
+            return splits, encoded
+        return (splits.with_transfer(planned.config.transfer),
+                {**encoded, "train": encoded["train"].concat(encoded["transfer"])})
 
     def describe(self) -> str:
         splits = self.splits

@@ -39,6 +39,8 @@ def seed_everything(seed: int) -> None:
 
 def encode_splits(tokenizer, splits, data: DataConfig, max_length: int) -> dict[str, Encoded]:
     frames = {"train": splits.train, "val": splits.val, "test": splits.test, **splits.extra}
+    if len(splits.transfer):
+        frames["transfer"] = splits.transfer
     return {name: encode_inputs(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), data, max_length)
             for name, frame in frames.items()}
 
@@ -115,8 +117,8 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
         "trainable_share": trainable / total if method.trains else 0.0,
         "f1_per_m_params": f1_per_m, "inference_time_sec": infer_seconds,
         "inference_examples_per_s": len(labels) / infer_seconds, "adapter_mb": file_mb(run_dir / ADAPTER_FILE),
-        "stopped_early": fit.stopped_early, "pruned": fit.pruned, "device": device, "precision": train_choice.precision,
-        "inference_precision": precision, "bf16": train_choice.precision == "bf16", "test_examples": len(labels),
+        "transfer": cfg.transfer, "stopped_early": fit.stopped_early, "pruned": fit.pruned, "device": device,
+        "precision": train_choice.precision, "inference_precision": precision, "bf16": train_choice.precision == "bf16", "test_examples": len(labels),
         **per_class_columns(test, cfg.data.label_names), **extra,
     }
     hardware = {"device": device, "train": asdict(train_choice), "inference": asdict(infer_choice)}

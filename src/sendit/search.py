@@ -107,7 +107,7 @@ class MethodSearch:
         budget = self.cfg.search.examples
         if budget is None:
             return True
-        most = sum(examples_to_train(p.config, len(data.for_size(p.size)[0].train)) for p in batch)
+        most = sum(examples_to_train(p.config, len(data.for_run(p)[0].train)) for p in batch)
         return self._examples_spent() + most < budget
 
     def _examples_spent(self) -> int:
@@ -138,7 +138,8 @@ class MethodSearch:
         ref = TrialRef(str(self.directory / JOURNAL), self.study.study_name, trial_id, number, cfg.search.pruner,
                        cfg.search.startup_trials, VALIDATION_COLUMNS[cfg.selection.metric])
         return PlannedRun(config_id, RunConfig(data=cfg.data, model=model, method=method, train=train,
-                                               selection=cfg.selection, distill=self.study_method.distill), trial=ref)
+                                               selection=cfg.selection, distill=self.study_method.distill,
+                                               transfer=self.study_method.transfer), trial=ref)
 
     def _planned(self, frozen) -> PlannedRun:
         return self._plan(frozen.number, frozen._trial_id, _decode(frozen.params, self.space))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -10,7 +10,7 @@ from sendit.config import DataConfig
 from sendit.data.clean import clean_examples
 from sendit.data.errors import DataError
 from sendit.data.sources import LARGER_SOURCES, read_source
-from sendit.data.split import check_fractions, stratified_sample, stratified_split
+from sendit.data.split import check_fractions, sample_and_rest, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,19 @@ class Splits:
     stats: dict  # JSON-serialisable counts, written next to results
     # The source's other evaluation sets (SemEval's sarcasm tweets), scored apart from test.
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # More training texts for the runs that ask for them (`data.transfer`, `with_transfer`).
+    transfer: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"text": [], "label": []}))
+
+    def with_transfer(self, mode: str) -> "Splits":
+        """The splits of a run with `transfer: mode` (none | labels | teacher): the transfer texts appended
+        to train, in a column `unlabelled` marked as learnt from a teacher alone with mode teacher."""
+        if mode == "none":
+            return self
+        train = pd.concat([self.train.assign(unlabelled=False), self.transfer.assign(unlabelled=mode == "teacher")],
+                          ignore_index=True)
+        stats = {**self.stats, "transfer": mode, "split_sizes": {**self.stats["split_sizes"], "train": len(train)},
+                 "label_counts": {**self.stats["label_counts"], "train": label_counts(train, self.label_names)}}
+        return replace(self, train=train, transfer=self.transfer.iloc[:0], stats=stats)
 
 
 def parse_split_name(spec: str) -> tuple[str, str | None]:
@@ -74,13 +87,16 @@ def prepare(cfg: DataConfig) -> Splits:
         raise DataError(f"{data.origin}: data.sample={cfg.sample} but only {pool_size} examples are available in "
                         f"{cfg.dataset}'s default source, a sample; --path {LARGER_SOURCES[cfg.dataset]} "
                         f"(data.path) reads the whole dataset")
+    rest = train.iloc[:0]
     if cfg.sample is not None:
-        train = stratified_sample(train, cfg.sample, cfg.seed, name=data.origin)
+        train, rest = sample_and_rest(train, cfg.sample, cfg.seed, name=data.origin)
     # Carve only the splits the source lacks out of the train pool, in the configured proportions.
     train_share, val_share, test_share = cfg.split
     shares = [train_share, 0.0 if "val" in frames else val_share, 0.0 if "test" in frames else test_share]
     train, val, test = stratified_split(train, [s / sum(shares) for s in shares], cfg.seed, name=data.origin)
     val, test = frames.get("val", val), frames.get("test", test)
+    evaluated = [frame for name, frame in frames.items() if name != "train"]  # predefined val, test, extra sets
+    transfer = transfer_set(rest, [train, val, test, *evaluated], cfg, data.origin)
 
     splits = {"train": train, "val": val, "test": test}
     stats = {
@@ -97,8 +113,26 @@ def prepare(cfg: DataConfig) -> Splits:
     extra = {name: frame for name, frame in frames.items() if name not in KEEP_ORDER}
     if extra:
         stats["extra_sizes"] = {name: len(frame) for name, frame in extra.items()}
-    log.info("%s: split sizes %s", data.origin, stats["split_sizes"])
-    return Splits(train, val, test, data.label_names, stats, extra)
+    if cfg.transfer:
+        stats |= {"transfer_pool": len(rest), "transfer_size": len(transfer),
+                  "transfer_label_counts": label_counts(transfer, data.label_names)}
+    log.info("%s: split sizes %s%s", data.origin, stats["split_sizes"],
+             f", transfer set {len(transfer)}" if cfg.transfer else "")
+    return Splits(train, val, test, data.label_names, stats, extra, transfer)
+
+
+def transfer_set(rest: pd.DataFrame, splits: list[pd.DataFrame], cfg: DataConfig, origin: str) -> pd.DataFrame:
+    """`data.transfer` texts drawn stratified from the train pool that `data.sample` left, without a copy of
+    any text of `splits` (deduplication may be switched off)."""
+    if not cfg.transfer:
+        return rest.iloc[:0]
+    if cfg.sample is None:
+        raise DataError(f"{origin}: data.transfer={cfg.transfer} draws from the train pool outside data.sample, "
+                        "but data.sample is not set (the whole pool is already the sample)")
+    taken = set().union(*(frame["text"] for frame in splits))
+    transfer, _ = sample_and_rest(rest[~rest["text"].isin(taken)], cfg.transfer, cfg.seed,
+                                  name=f"{origin} (outside data.sample)", field="data.transfer")
+    return transfer
 
 
 def label_counts(frame: pd.DataFrame, label_names: list[str]) -> dict[str, int]:

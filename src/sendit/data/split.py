@@ -31,13 +31,19 @@ def check_classes(df: pd.DataFrame, name: str) -> None:
 
 def stratified_sample(df: pd.DataFrame, n: int, seed: int, *, name: str = "data") -> pd.DataFrame:
     """`n` examples with the label proportions of `df`."""
+    sample, _ = sample_and_rest(df, n, seed, name=name)
+    return sample
+
+
+def sample_and_rest(df: pd.DataFrame, n: int, seed: int, *, name: str = "data",
+                    field: str = "data.sample") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`n` examples with the label proportions of `df`, the examples not drawn)."""
     check_classes(df, name)
     if n > len(df):
-        raise DataError(f"{name}: data.sample={n} but only {len(df)} examples are available")
+        raise DataError(f"{name}: {field}={n} but only {len(df)} examples are available")
     if n == len(df):
-        return df.reset_index(drop=True)
-    sample, _ = split_off(df, len(df) - n, seed, name)
-    return sample
+        return df.reset_index(drop=True), df.iloc[:0].reset_index(drop=True)
+    return split_off(df, len(df) - n, seed, name)
 
 
 def stratified_split(df: pd.DataFrame, fractions: list[float], seed: int, *,
