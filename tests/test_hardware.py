@@ -1,6 +1,7 @@
 """Device and precision chosen by rule (CUDA) or by measurement (CPU, MPS), cached; fp16 training with
 loss scaling on the CPU; memory named by device; old `train.bf16` configs."""
 import json
+import re
 import resource
 import sys
 import time
@@ -191,8 +192,10 @@ def test_run_records_device_precision_and_the_measured_reason(monkeypatch, encod
     assert {k: row[k] for k in ("device", "precision", "inference_precision", "bf16", "memory_kind")} == {
         "device": "cpu", "precision": "bf16", "inference_precision": "fp32", "bf16": True, "memory_kind": "cpu rss"}
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["hardware"]
-    assert recorded["train"] == {"precision": "bf16", "reason": "fastest measured (fp32 2000 ms, bf16 1000 ms)",
-                                 "seconds": {"fp32": 2.0, "bf16": 1.0}}
+    assert recorded["train"] == {"precision": "bf16", "seconds": {"fp32": 2.0, "bf16": 1.0},
+                                 "reason": recorded["train"]["reason"]}
+    assert re.fullmatch(r"fastest measured \(fp32 2000 ms, bf16 1000 ms\); measured .* at load .*",
+                        recorded["train"]["reason"])
     assert recorded["inference"]["seconds"] == {"fp32": 1.0, "bf16": 3.0}
 
 
@@ -245,3 +248,21 @@ def test_doctor_shows_the_machine_and_each_choice_with_its_timings(monkeypatch):
     assert any("inference precision" in line and "fp32: fastest measured (fp32 100 ms, bf16 300 ms)" in line
                for line in lines)
     assert any("│ torch " in line and torch.__version__ in line for line in lines)
+
+
+def test_doctor_remeasure_forgets_the_cached_decisions_and_says_when_and_under_what_load_it_measured(monkeypatch):
+    from typer.testing import CliRunner
+
+    from sendit.cli import app
+
+    timed = []
+    monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, size: 10.0)
+    monkeypatch.setattr(hardware, "time_training", lambda model, batch, device, p, limit: timed.append(p) or 0.1)
+    monkeypatch.setattr(hardware, "time_inference", lambda model, batch, device, p, limit: timed.append(p) or 0.1)
+    runs = [CliRunner().invoke(app, ["doctor", "--model", "tiny-bert", *extra])
+            for extra in ([], [], ["--remeasure"])]
+    assert all(run.exit_code == 0 for run in runs), [run.output for run in runs]
+    assert len(timed) == 4 * 2, "the second doctor measured again, or --remeasure did not"
+    outputs = [" ".join(run.output.split()) for run in runs]
+    assert "(cached)" in outputs[1] and "(cached)" not in outputs[0] + outputs[2]
+    assert re.search(r"measured \d{4}-\d\d-\d\d \d\d:\d\d at load", outputs[2])

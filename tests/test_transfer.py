@@ -10,8 +10,8 @@ from conftest import LABELS, synthetic_frame, tiny_run
 from typer.testing import CliRunner
 
 from sendit.cli import app
-from sendit.config import (CleanConfig, ConfigError, DataConfig, DistillConfig, MethodConfig, ModelConfig, RunConfig, StudyConfig,
-                           StudyMethodConfig, TrainConfig, build, to_dict)
+from sendit.config import (CleanConfig, ConfigError, DataConfig, DistillConfig, MethodConfig, ModelConfig, RunConfig,
+                           StudyConfig, StudyMethodConfig, TrainConfig, build, to_dict)
 from sendit.data import prepare
 from sendit.data.errors import DataError
 from sendit.distill import kd_loss, loss_for

@@ -433,13 +433,16 @@ def methods(model: str = typer.Option(ModelConfig.name, help="Count trainable pa
 def doctor(model: str = typer.Option(ModelConfig.name, help="Decide the precision for this model"),
            batch_size: int = typer.Option(TrainConfig.batch_size, min=1, help="Rows of the timed batch"),
            length: int = typer.Option(24, min=1, help="Tokens per row of the timed batch (a tweet: ~24 minilm tokens)"),
-           method: str = typer.Option("full", help="Method whose training step is timed (see `sendit methods`)")):
+           method: str = typer.Option("full", help="Method whose training step is timed (see `sendit methods`)"),
+           remeasure: bool = typer.Option(False, help="Forget this model's cached decisions and time again (e.g. "
+                                                      "when they were measured on a busy machine)")):
     """This machine: devices, CPU, threads, matmul peaks, library versions, and the precision `auto`
     picks for a model's training and inference, with the timings behind it (cached once measured)."""
     _quiet()
     from rich.table import Table
 
-    from sendit.hardware import inference_precision, machine_facts, resolve_device, synthetic_batch, training_precision
+    from sendit.hardware import (forget, inference_precision, machine_facts, resolve_device, synthetic_batch,
+                                 training_precision)
     from sendit.methods import get_method
     from sendit.models import load_model
 
@@ -450,7 +453,10 @@ def doctor(model: str = typer.Option(ModelConfig.name, help="Decide the precisio
     net = get_method(MethodConfig(name=method)).apply(base)
     device = resolve_device("auto")
     batch = synthetic_batch(net.config.vocab_size, batch_size, length)
-    for kind, decide in (("training", training_precision), ("inference", inference_precision)):
+    for kind, key, decide in (("training", "train", training_precision),
+                              ("inference", "inference", inference_precision)):
+        if remeasure:
+            forget(key, device, net)
         choice = decide("auto", device, net, batch)
         table.add_row(f"{kind} precision ({model}, {method}, {batch_size} x {length})",
                       f"{choice.precision}: {choice.reason}")

@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -219,8 +220,26 @@ def decide(kind: str, requested: str, device: str, model, probe: Callable[[str, 
     if cached:
         return Decision(cached["precision"], f"{cached['reason']} (cached)", cached["seconds"])
     decision = measure(device, probe, model.config.hidden_size)
+    decision = replace(decision, reason=f"{decision.reason}; {measured_when()}")
     atomic_write_text(cache_dir() / CACHE_FILE, json.dumps(_read_cache() | {key: asdict(decision)}, indent=1))
     return decision
+
+
+def measured_when() -> str:
+    """When and under what load a decision was measured: timings taken on a busy machine mislead, and a
+    cached decision is kept until `sendit doctor --remeasure` forgets it."""
+    when = f"measured {time.strftime('%Y-%m-%d %H:%M')}"
+    try:
+        return f"{when} at load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except (AttributeError, OSError):  # no load average on this platform (Windows)
+        return when
+
+
+def forget(kind: str, device: str, model) -> None:
+    """Drop the cached decision for `kind` on this device, model and thread count: measured again next time."""
+    cache = _read_cache()
+    if cache.pop(cache_key(kind, device, model), None) is not None:
+        atomic_write_text(cache_dir() / CACHE_FILE, json.dumps(cache, indent=1))
 
 
 def training_precision(requested: str, device: str, model, batch: dict) -> Decision:
