@@ -144,6 +144,7 @@ def test_distill_with_a_transfer_teacher_runs_four_arms_and_the_control_trains_o
                                       str(tmp_path / "kd"), "-s", "train.max_steps=2", "-s", "train.threads=1",
                                       "-s", "train.bf16=false", "-s", "report=false"])
     assert result.exit_code == 0, result.output
+    assert "transfer set 100" in result.output
     results = pd.read_csv(tmp_path / "kd" / "results.csv").set_index("method")
     assert results.transfer.to_dict() == {"full": "none", "full+kd": "none", "full+transfer": "labels",
                                           "full+kd+transfer": "teacher"}

@@ -279,8 +279,9 @@ class StudyData:
         dropped = ", ".join(f"{k} {v:,}" for k, v in splits.stats.items()
                             if k.startswith(("dropped", "rows")) and isinstance(v, int))
         sizes = f"; training-set sizes {', '.join(f'{s:,}' for s in self.subsets)}" if self.subsets else ""
+        transfer = f"; transfer set {len(splits.transfer):,}" if len(splits.transfer) else ""
         return (f"data: train {len(splits.train):,} / val {len(splits.val):,} / test {len(splits.test):,}, "
-                f"labels {splits.label_names}; {dropped}{sizes}")
+                f"labels {splits.label_names}; {dropped}{sizes}{transfer}")
 
 
 def subset_rows(train: pd.DataFrame, size: int, seed: int) -> np.ndarray:
