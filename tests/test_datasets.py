@@ -440,3 +440,15 @@ def test_every_dataset_has_a_download():
     assert tweeteval["tweeteval_sentiment/train_text.txt"].sha256.startswith("368f0105")
     assert all(remote.url.startswith("https://raw.githubusercontent.com/songyouwei/ABSA-PyTorch/9a7c6c1")
                for remote in download_module.FILES["semeval2014_laptops"])
+
+
+def test_merge_val_trains_on_the_sources_val_and_carves_validation_from_the_pool(tmp_path):
+    """TweetEval's SemEval split: the 2016 test tweets (semeval2017's val) join train; val is carved."""
+    folder = semeval_folder(tmp_path / "semeval")
+    own, merged = (prepare(DataConfig(dataset="semeval2017", path=str(folder), split=[0.8, 0.2, 0.0], merge_val=m))
+                   for m in (False, True))
+    assert len(own.val) == 3 and own.val.text.str.contains("2016test").all()
+    pool = pd.concat([merged.train, merged.val])
+    assert set(own.val.text) <= set(pool.text) and len(pool) == len(own.train) + len(own.val)
+    assert len(merged.val) == round(0.2 * len(pool)) and merged.test.equals(own.test)
+    assert merged.train.text.str.contains("2016test").any()

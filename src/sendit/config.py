@@ -57,6 +57,10 @@ class DataConfig:
     # Texts longer than max_length: "head" keeps the first tokens; "head_tail" the first quarter and
     # the rest from the end (at 512: first 128 + last 382, Sun et al. 2019), for long reviews (imdb).
     truncation: str = "head"
+    # true: a source's own validation split joins its train pool and validation is carved from that pool with
+    # `split`. TweetEval's choice for SemEval: it trains on most of the 2016 test tweets that are semeval2017's
+    # val here. Not for a source whose val is the set one reports (SST-2's dev).
+    merge_val: bool = False
     # A transfer set: this many more texts, a stratified sample of the train pool outside `sample` (so never
     # a val or test text nor a copy of one), for the runs that ask for it (`transfer: labels | teacher` on a
     # run or a study's method). Needs `sample`. 0: none.

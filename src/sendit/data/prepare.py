@@ -63,6 +63,8 @@ def prepare(cfg: DataConfig) -> Splits:
     data = read_source(cfg)
     order = [*(name for name in KEEP_ORDER if name in data.splits), *(n for n in data.splits if n not in KEEP_ORDER)]
     frames = {name: data.splits[name] for name in order}
+    if cfg.merge_val and "val" in frames:
+        frames["train"] = pd.concat([frames["train"], frames.pop("val")], ignore_index=True)
     rows_read = sum(len(frame) for frame in frames.values())
     frames = {name: clean_examples(frame, cfg, whole=name == "test") for name, frame in frames.items()}
     dropped_empty = rows_read - sum(len(frame) for frame in frames.values())
