@@ -1,6 +1,8 @@
 """Transfer sets (`data.transfer`): extra training texts from outside the sample, learnt with their gold
 labels (`transfer: labels`, a teacher or distillation's control arm) or from a teacher's soft targets alone
 (`transfer: teacher`)."""
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,7 +113,7 @@ def test_a_teacher_arm_ignores_the_transfer_sets_gold_labels_and_a_labels_arm_le
     cfg = data(tweets, transfer=100)
     teacher = tiny_run(tmp_path / "teacher", cfg, method="full", lr=1e-3)
     splits = prepare(cfg)
-    flipped = splits.__class__(**{**splits.__dict__, "transfer": splits.transfer.assign(label=lambda f: 1 - f.label)})
+    flipped = replace(splits, transfer=splits.transfer.assign(label=lambda f: 1 - f.label))
 
     def train(mode, chosen, name):
         run = RunConfig(data=cfg, model=ModelConfig(name="tiny-bert", max_length=32),
