@@ -184,6 +184,10 @@ def _read_cache() -> dict:
         return {}
 
 
+def _write_cache(cache: dict) -> None:
+    atomic_write_text(cache_dir() / CACHE_FILE, json.dumps(cache, indent=1))
+
+
 def measure(device: str, probe: Callable[[str, float | None], float], hidden_size: int) -> Decision:
     """Time each candidate precision with `probe(precision, limit)` (seconds per step) and keep the
     fastest; after fp32, a candidate whose warm-up step exceeds GIVE_UP x fp32's is not timed further."""
@@ -221,7 +225,7 @@ def decide(kind: str, requested: str, device: str, model, probe: Callable[[str, 
         return Decision(cached["precision"], f"{cached['reason']} (cached)", cached["seconds"])
     decision = measure(device, probe, model.config.hidden_size)
     decision = replace(decision, reason=f"{decision.reason}; {measured_when()}")
-    atomic_write_text(cache_dir() / CACHE_FILE, json.dumps(_read_cache() | {key: asdict(decision)}, indent=1))
+    _write_cache(_read_cache() | {key: asdict(decision)})
     return decision
 
 
@@ -239,7 +243,7 @@ def forget(kind: str, device: str, model) -> None:
     """Drop the cached decision for `kind` on this device, model and thread count: measured again next time."""
     cache = _read_cache()
     if cache.pop(cache_key(kind, device, model), None) is not None:
-        atomic_write_text(cache_dir() / CACHE_FILE, json.dumps(cache, indent=1))
+        _write_cache(cache)
 
 
 def training_precision(requested: str, device: str, model, batch: dict) -> Decision:
