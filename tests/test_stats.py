@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
-from sendit.stats import bootstrap, bootstrap_ci, format_p, mcnemar, mean_std, verdict
+from sendit.stats import bootstrap, bootstrap_ci, format_p, mcnemar, mean_std, paired_test, verdict
 
 
 def paired(only_a: int, only_b: int, both: int = 50, neither: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -42,11 +42,43 @@ def test_mcnemar_without_discordant_pairs_and_mismatched_inputs():
 
 
 def test_verdict_names_the_better_method_only_when_significant():
-    assert verdict("lora", "bitfit", *paired(30, 10)) == "lora > bitfit, p = 0.0027"
-    assert verdict("lora", "bitfit", *paired(10, 30)) == "bitfit > lora, p = 0.0027"
-    assert verdict("lora", "bitfit", *paired(8, 2)) == "lora vs bitfit: no significant difference (p = 0.11)"
-    assert verdict("a", "b", *paired(200, 20)) == "a > b, p < 0.001"
+    assert verdict("lora", "bitfit", 30, 10, mcnemar(*paired(30, 10))[1]) == "lora > bitfit, p = 0.0027"
+    assert verdict("lora", "bitfit", 10, 30, mcnemar(*paired(10, 30))[1]) == "bitfit > lora, p = 0.0027"
+    assert verdict("lora", "bitfit", 8, 2, mcnemar(*paired(8, 2))[1]) == \
+        "lora vs bitfit: no significant difference (p = 0.11)"
+    assert verdict("a", "b", 200, 20, 1e-9) == "a > b, p < 0.001"
     assert format_p(0.41) == "p = 0.41" and format_p(0.003) == "p = 0.003"
+
+
+def test_paired_test_on_one_seed_is_mcnemar():
+    a, b = paired(30, 10)
+    assert paired_test(a, b) == mcnemar(a, b) == paired_test(a[None], b[None])
+    with pytest.raises(ValueError, match="same examples and seeds"):
+        paired_test(np.stack([a, a]), b[None])
+
+
+def test_paired_test_over_seeds_exact_by_hand():
+    """Two seeds, 4 examples. Seed counts right, A: [2, 2, 2, 1], B: [0, 0, 1, 1]: d = [2, 2, 1, 0],
+    observed |sum d| = 5. Signs of (2, 2, 1) flipped: |sum| reaches 5 only in 2 of the 8 patterns."""
+    a = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    b = np.array([[0, 0, 1, 1], [0, 0, 0, 0]], bool)
+    assert paired_test(a, b) == (5.0, pytest.approx(2 / 8))
+    assert paired_test(b, a) == (5.0, pytest.approx(2 / 8))
+    assert paired_test(a, a) == (0.0, 1.0)
+
+
+def test_paired_test_over_seeds_follows_the_mean_not_one_seed():
+    """The reason for the test: seed 1 favours A (30 vs 10 discordant), seed 2 favours B far more
+    (5 vs 60). One seed's McNemar says A; the seed-averaged accuracies and the test say B."""
+    a1, b1 = paired(30, 10)
+    b2, a2 = paired(60, 5, both=20, neither=15)
+    a, b = np.stack([a1, a2]), np.stack([b1, b2])
+    assert mcnemar(a1, b1)[1] < 0.05 and a1.mean() > b1.mean()
+    assert a.mean() < b.mean()
+    d = a.sum(0).astype(int) - b.sum(0).astype(int)
+    statistic, p = paired_test(a, b)
+    assert statistic == pytest.approx((abs(d.sum()) - 1) ** 2 / (d ** 2).sum())
+    assert p == pytest.approx(math.erfc(math.sqrt(statistic / 2))) and p < 0.05
 
 
 def test_bootstrap_of_two_examples_matches_the_enumerated_distribution():

@@ -16,7 +16,7 @@ from sendit.config import ConfigError, StudyConfig, StudyMethodConfig, load_stud
 from sendit.plan import plan, reseed_plan
 from sendit.results import (ALPHA, NOTEBOOK_COLUMNS, RESULT_COLUMNS, best_per_method, collect, select,
                             write_results, write_statistics)
-from sendit.stats import mcnemar
+from sendit.stats import paired_test
 
 runner = CliRunner()
 METHODS = ["zero_shot", "head", "bitfit", "lora", "full"]
@@ -219,6 +219,14 @@ def test_grid_over_sizes_reruns_each_best_configuration_on_more_seeds(grid_study
     assert (results.config_id + "-seed" + results.seed.astype(str) == results.run_id).all()
 
 
+def seed_correct(directory, results, run_id, seed) -> np.ndarray:
+    """Which test examples the run of `run_id`'s configuration with `seed` gets right."""
+    config = results.loc[results.run_id == run_id, "config_id"].item()
+    run = results.loc[(results.config_id == config) & (results.seed == seed), "run_id"].item()
+    predictions = pd.read_csv(directory / "runs" / run / "predictions.csv")
+    return (predictions["pred"] == predictions["label"]).to_numpy()
+
+
 def test_statistics_files_summarise_each_method_and_pair(grid_study):
     results = pd.read_csv(grid_study / "results.csv")
     summary = pd.read_csv(grid_study / "summary.csv")
@@ -233,13 +241,14 @@ def test_statistics_files_summarise_each_method_and_pair(grid_study):
             assert [getattr(row, f"{column}_ci_low"), getattr(row, f"{column}_ci_high")] == pytest.approx(expected)
     pairs = pd.read_csv(grid_study / "pairwise.csv")
     assert len(pairs) == 2 and set(pairs.train_size) == {100, 200}
-    for pair in pairs.itertuples():
-        labels, pred_a, pred_b = (pd.read_csv(grid_study / "runs" / r / "predictions.csv")[c]
-                                  for r, c in ((pair.run_a, "label"), (pair.run_a, "pred"), (pair.run_b, "pred")))
-        correct_a, correct_b = (pred_a == labels).to_numpy(), (pred_b == labels).to_numpy()
+    for pair in pairs.itertuples():  # both seeds of each side's selected configuration, seed by seed
+        assert pair.seeds == "1 2"
+        correct_a, correct_b = (np.stack([seed_correct(grid_study, results, run_id, seed) for seed in (1, 2)])
+                                for run_id in (pair.run_a, pair.run_b))
         only_a, only_b = int((correct_a & ~correct_b).sum()), int((~correct_a & correct_b).sum())
         assert (pair.only_a_correct, pair.only_b_correct) == (only_a, only_b)
-        assert (pair.statistic, pair.p_value) == pytest.approx(mcnemar(correct_a, correct_b))
+        assert (pair.accuracy_a, pair.accuracy_b) == pytest.approx((correct_a.mean(), correct_b.mean()))
+        assert (pair.statistic, pair.p_value) == pytest.approx(paired_test(correct_a, correct_b))
         winner, loser = (pair.method_a, pair.method_b) if only_a > only_b else (pair.method_b, pair.method_a)
         assert pair.verdict.startswith(f"{winner} > {loser}, p" if pair.p_value < ALPHA
                                        else f"{pair.method_a} vs {pair.method_b}: no significant difference")
@@ -336,8 +345,9 @@ def write_hand_study(directory, correct: dict[str, list[np.ndarray]]):
 
 
 def test_statistics_by_hand(tmp_path):
-    """100 test examples. bitfit: 60 then 70 right; lora: 90 then 80 right. Between the best runs
-    (seed 1): 35 examples only LoRA gets right, 5 only BitFit: chi-square (|35 - 5| - 1)^2 / 40."""
+    """100 test examples. bitfit: 60 then 70 right; lora: 90 then 80 right. Seed 1: 35 examples only LoRA
+    gets right, 5 only BitFit; seed 2: 10 and 0. Seeds right per example, BitFit - LoRA: -1 on 25
+    examples, -2 on 10, +1 on 5: sum -40, sum of squares 70, statistic (40 - 1)^2 / 70."""
     def right(*counts):  # alternating runs of right and wrong answers
         return np.concatenate([np.full(n, i % 2 == 0) for i, n in enumerate(counts)])
 
@@ -358,9 +368,10 @@ def test_statistics_by_hand(tmp_path):
         assert interval != pytest.approx(seed_interval(tmp_path, lora_runs[:1], metric))
 
     pair = pd.read_csv(tmp_path / "pairwise.csv").iloc[0]
-    assert (pair.method_a, pair.method_b, pair.only_a_correct, pair.only_b_correct) == ("bitfit", "lora", 5, 35)
-    assert pair.statistic == pytest.approx(29 ** 2 / 40)
-    assert pair.p_value == pytest.approx(math.erfc(math.sqrt(29 ** 2 / 40 / 2)))  # chi-square(1) tail, 4.5e-6
+    assert (pair.method_a, pair.method_b, pair.only_a_correct, pair.only_b_correct) == ("bitfit", "lora", 5, 45)
+    assert (pair.seeds, pair.accuracy_a, pair.accuracy_b) == ("1 2", pytest.approx(0.65), pytest.approx(0.85))
+    assert pair.statistic == pytest.approx(39 ** 2 / 70)
+    assert pair.p_value == pytest.approx(math.erfc(math.sqrt(39 ** 2 / 70 / 2)))  # chi-square(1) tail, 3e-6
     assert pair.verdict == "lora > bitfit, p < 0.001"
     configurations = {c["config_id"]: c for c in statistics["configurations"]}
     assert configurations["lora-lr0.01-bs16-ep1"]["test_accuracy_mean"] == pytest.approx(0.85)

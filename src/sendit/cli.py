@@ -130,7 +130,7 @@ def _print_distillation(path: Path) -> None:
 
 
 def _print_statistics(directory: Path) -> None:
-    """Mean +- std over seeds with 95% bootstrap intervals, then one McNemar verdict per method pair."""
+    """Mean +- std over seeds with 95% bootstrap intervals, then one paired-test verdict per method pair."""
     import pandas as pd
     from rich.table import Table
 

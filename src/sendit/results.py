@@ -17,6 +17,7 @@ import pandas as pd
 
 from sendit.config import SELECTION_METRICS, ConfigError, SelectionConfig
 from sendit.io import atomic_write_csv, atomic_write_json
+from sendit.stats import bootstrap_ci, discordant, mean_std, paired_test, verdict
 
 # results.csv: one row per run, these columns first (DESIGN.md), then everything else a run reports.
 RESULT_COLUMNS = ["run_id", "method", "lr", "batch_size", "epochs", "seed", "best_val_f1", "val_accuracy",
@@ -29,6 +30,7 @@ SEED_PART = re.compile(r"-seed-?\d+(?=-|$)")  # the seed's part of a run id
 TRIAL_PART = re.compile(r"-trial(\d+)(?=-|$)")  # a search trial's number in its run id
 N_BOOT = 2000
 ALPHA = 0.05
+STATISTICS_VERSION = 2  # 2: pairs tested over the seeds both sides ran; a report rewrites older statistics
 # Summarised per method and size over the seeds of the selected configuration (summary.csv: mean, std).
 METRICS = ["test_accuracy", "test_f1_macro", "test_f1_weighted", "test_recall_macro", "best_val_f1",
            "best_val_score", "runtime_sec", "peak_memory_mb", "trainable_params", "f1_per_m_params",
@@ -170,8 +172,6 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
 
     statistics.json names the runs they cover, so a reader can tell when they are out of date.
     """
-    from sendit.stats import bootstrap_ci, mean_std
-
     configurations = []
     for config, runs in results.groupby("config_id", sort=False):
         entry = {"config_id": config, "method": runs["method"].iloc[0], "train_size": runs["train_size"].iloc[0],
@@ -198,7 +198,7 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
             row[f"{column}_ci_low"], row[f"{column}_ci_high"] = ci.low, ci.high
         summary.append(row)
 
-    pairs = pairwise(directory, chosen)
+    pairs = pairwise(directory, chosen, results)
     metric = selection_metric(results)
     statistics = {
         "selection": f"per method and training-set size, the configuration with the best mean validation "
@@ -207,9 +207,12 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
         "selection_metric": metric,
         "bootstrap": f"{N_BOOT} percentile resamples of the test examples, {1 - ALPHA:.0%} interval of the "
                      f"mean over the chosen configuration's seeds (every seed sees the same resample)",
-        "mcnemar": "two-sided; exact binomial below 25 discordant pairs (statistic: the smaller count), else "
-                   "chi-square with continuity correction; between the best runs, on the same test set",
-        "alpha": ALPHA, "runs": sorted(results["run_id"]), "configurations": configurations, "methods": summary, "pairs": pairs.to_dict("records"),
+        "mcnemar": "two-sided, between the selected configurations on the same test set and the seeds both ran "
+                   "(only_a_correct, only_b_correct: summed over them). One seed: McNemar, exact binomial below 25 "
+                   "discordant pairs (statistic: the smaller count), else chi-square with continuity correction. "
+                   "Several: the sign-flip test of the seed-averaged accuracy, exact below 25 examples whose "
+                   "seed counts differ (statistic: |only_a - only_b|), else (|only_a - only_b| - 1)^2 / sum d_i^2",
+        "version": STATISTICS_VERSION, "alpha": ALPHA, "runs": sorted(results["run_id"]), "configurations": configurations, "methods": summary, "pairs": pairs.to_dict("records"),
     }
     atomic_write_json(directory / "statistics.json", statistics)
     atomic_write_csv(directory / "summary.csv", pd.DataFrame(summary))
@@ -217,25 +220,30 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
     return statistics
 
 
-def pairwise(directory: Path, chosen: pd.DataFrame) -> pd.DataFrame:
-    """McNemar between the best runs of every pair of methods trained on the same number of examples."""
-    from sendit.stats import discordant, mcnemar, verdict
-
+def pairwise(directory: Path, chosen: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """The paired test between every two methods' selected configurations trained on the same number of
+    examples, on the seeds both ran (`paired_test`: McNemar with one seed), so its verdict is about the
+    seed-averaged accuracies the summary shows. run_a and run_b name each side's selected run."""
     rows = []
     for size, group in chosen.groupby("train_size", sort=False, dropna=False):
         for (_, a), (_, b) in itertools.combinations(group.iterrows(), 2):
-            (labels_a, (pred_a,)), (labels_b, (pred_b,)) = (_predictions(directory, [r["run_id"]]) for r in (a, b))
+            runs_a, runs_b = (results[results["config_id"] == r["config_id"]].set_index("seed") for r in (a, b))
+            seeds = [s for s in runs_a.index if s in runs_b.index] or None
+            ids_a, ids_b = ([a["run_id"]], [b["run_id"]]) if seeds is None else (
+                runs_a.loc[seeds, "run_id"], runs_b.loc[seeds, "run_id"])
+            (labels_a, pred_a), (labels_b, pred_b) = _predictions(directory, ids_a), _predictions(directory, ids_b)
             if not np.array_equal(labels_a, labels_b):
                 raise ValueError(f"{a['run_id']} and {b['run_id']} were tested on different test sets")
             correct_a, correct_b = pred_a == labels_a, pred_b == labels_b
-            statistic, p = mcnemar(correct_a, correct_b)
-            only_a, only_b = discordant(correct_a, correct_b)
+            statistic, p = paired_test(correct_a, correct_b)
+            only_a, only_b = map(sum, zip(*(discordant(x, y) for x, y in zip(correct_a, correct_b))))
             rows.append({"train_size": size, "method_a": a["method"], "method_b": b["method"],
-                         "run_a": a["run_id"], "run_b": b["run_id"], "accuracy_a": correct_a.mean(),
-                         "accuracy_b": correct_b.mean(), "only_a_correct": only_a, "only_b_correct": only_b,
-                         "statistic": statistic, "p_value": p,
-                         "verdict": verdict(a["method"], b["method"], correct_a, correct_b, ALPHA)})
-    return pd.DataFrame(rows, columns=["train_size", "method_a", "method_b", "run_a", "run_b", "accuracy_a",
+                         "run_a": a["run_id"], "run_b": b["run_id"],
+                         "seeds": " ".join(map(str, seeds)) if seeds else f"{a['seed']} vs {b['seed']}",
+                         "accuracy_a": correct_a.mean(), "accuracy_b": correct_b.mean(), "only_a_correct": only_a,
+                         "only_b_correct": only_b, "statistic": statistic, "p_value": p,
+                         "verdict": verdict(a["method"], b["method"], only_a, only_b, p, ALPHA)})
+    return pd.DataFrame(rows, columns=["train_size", "method_a", "method_b", "run_a", "run_b", "seeds", "accuracy_a",
                                        "accuracy_b", "only_a_correct", "only_b_correct", "statistic", "p_value",
                                        "verdict"])
 

@@ -102,11 +102,48 @@ def discordant(correct_a, correct_b) -> tuple[int, int]:
     return int(np.sum(a & ~b)), int(np.sum(~a & b))
 
 
-def verdict(name_a: str, name_b: str, correct_a, correct_b, alpha: float = 0.05) -> str:
-    """"lora > bitfit, p = 0.003" when McNemar rejects equal accuracy, else
-    "lora vs bitfit: no significant difference (p = 0.41)"."""
-    only_a, only_b = discordant(correct_a, correct_b)
-    _, p = mcnemar(correct_a, correct_b)
+def paired_test(correct_a, correct_b) -> tuple[float, float]:
+    """Two methods' paired test on the same examples, each run on one or several seeds: (statistic, p).
+
+    `correct_a`, `correct_b`: (examples,) or (seeds, examples), seed s of A paired with seed s of B. One
+    seed: McNemar's test. Several: its extension to seed-averaged accuracy, a sign-flip test on
+    d_i = (seeds A gets example i right) - (seeds B gets it right): under equal accuracy each d_i is
+    as likely negated. Exact below 25 examples with d_i != 0, else the normal approximation with
+    continuity correction, statistic (|sum d| - 1)^2 / sum d^2 (McNemar's own with one seed). Its
+    direction is always that of the difference of the seed-averaged accuracies; the spread between
+    seeds is not in it (report it beside, as the std over seeds).
+    """
+    a, b = np.atleast_2d(np.asarray(correct_a, dtype=int)), np.atleast_2d(np.asarray(correct_b, dtype=int))
+    if a.shape != b.shape:
+        raise ValueError(f"paired test needs the same examples and seeds: {a.shape} vs {b.shape}")
+    if len(a) == 1:
+        return mcnemar(a[0], b[0])
+    d = (a.sum(axis=0) - b.sum(axis=0))
+    d = np.abs(d[d != 0])
+    if len(d) == 0:
+        return 0.0, 1.0
+    observed = abs(int(np.sum(a) - np.sum(b)))
+    if len(d) < EXACT_BELOW:
+        return float(observed), _sign_flip_p(d, observed)
+    statistic = (observed - 1) ** 2 / float(np.sum(d ** 2))
+    return float(statistic), float(chi2.sf(statistic, 1))
+
+
+def _sign_flip_p(magnitudes: np.ndarray, observed: int) -> float:
+    """P(|sum of +-m_i| >= observed) with independent fair signs: the exact distribution by convolution."""
+    total = int(magnitudes.sum())
+    counts = np.zeros(2 * total + 1)
+    counts[total] = 1.0  # index total + s holds P(sum = s)
+    for m in magnitudes:
+        counts = 0.5 * (np.roll(counts, int(m)) + np.roll(counts, -int(m)))
+    sums = np.arange(-total, total + 1)
+    return float(min(1.0, counts[np.abs(sums) >= observed].sum()))
+
+
+def verdict(name_a: str, name_b: str, only_a: int, only_b: int, p: float, alpha: float = 0.05) -> str:
+    """"lora > bitfit, p = 0.003" when the paired test rejects equal accuracy, else
+    "lora vs bitfit: no significant difference (p = 0.41)". `only_a`, `only_b`: the discordant counts
+    (summed over seeds), whose difference gives the direction."""
     if p >= alpha:
         return f"{name_a} vs {name_b}: no significant difference ({format_p(p)})"
     better, worse = (name_a, name_b) if only_a > only_b else (name_b, name_a)

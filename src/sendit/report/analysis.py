@@ -20,8 +20,8 @@ import yaml
 from sendit.config import ConfigError
 from sendit.methods.base import display_name, is_baseline
 from sendit.stats import format_p
-from sendit.results import (ALPHA, DEPLOY_FILE, METRICS, best_per_method, collect, selection_metric, selection_scores,
-                            write_statistics)
+from sendit.results import (ALPHA, DEPLOY_FILE, METRICS, STATISTICS_VERSION, best_per_method, collect, selection_metric,
+                            selection_scores, write_statistics)
 
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
@@ -112,18 +112,21 @@ def config_keys(results: pd.DataFrame) -> list[str]:
 
 def statistics(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     """summary.csv and pairwise.csv as the study wrote them (sendit.results.write_statistics); written
-    first where they are missing or cover other runs than results.csv (an older or interrupted study)."""
+    first where they are missing, cover other runs than results.csv (an interrupted study) or were
+    written by an older sendit (another STATISTICS_VERSION)."""
     directory = study.directory
     written = directory / "statistics.json"
     files = [directory / "summary.csv", directory / "pairwise.csv"]
-    covered = json.loads(written.read_text()).get("runs") if written.is_file() else None
-    if covered != sorted(study.results["run_id"]) or not all(f.is_file() for f in files):
+    written = json.loads(written.read_text()) if written.is_file() else {}
+    if (written.get("runs") != sorted(study.results["run_id"]) or written.get("version") != STATISTICS_VERSION
+            or not all(f.is_file() for f in files)):
         in_order = study.results.sort_values("method", key=lambda m: m.map(study.methods.index), kind="stable")
         try:
             write_statistics(directory, in_order)  # the config's method order: pairs read "A vs B" as before
         except ValueError as err:  # runs tested on different test sets
             raise ReportError(str(err)) from None
-    return tuple(pd.read_csv(f) for f in files)
+    summary, pairs = (pd.read_csv(f) for f in files)
+    return summary, pairs.astype({"seeds": str})  # "42" alone would read as a number
 
 
 def summarise(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
@@ -147,10 +150,18 @@ def pareto_set(summary: pd.DataFrame, cost: str, quality: str = "test_accuracy")
 
 
 def significance(study: Study, pairs: pd.DataFrame) -> pd.DataFrame:
-    """pairwise.csv's McNemar tests between the methods' selected runs, flagged at ALPHA."""
+    """pairwise.csv's tests between the methods' selected configurations (McNemar with one seed, over
+    the seeds both ran otherwise), flagged at ALPHA."""
     chosen = set(study.best["run_id"])
     pairs = pairs[pairs["run_a"].isin(chosen) & pairs["run_b"].isin(chosen)].reset_index(drop=True)
     return pairs.assign(significant=pairs["p_value"] < ALPHA)
+
+
+def _p_text(pair: pd.Series) -> str:
+    """A pair's p-value with its test: "McNemar p = 0.02" (one seed) or "p = 0.02 over 3 seeds"."""
+    seeds = pair.seeds.split()
+    single = len(seeds) == 1 or "vs" in seeds
+    return f"McNemar {format_p(pair.p_value)}" if single else f"{format_p(pair.p_value)} over {len(seeds)} seeds"
 
 
 def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series:
@@ -183,8 +194,8 @@ def _share(part: float, whole: float) -> str:
 def recommend(summary: pd.DataFrame, pairs: pd.DataFrame, baselines: set[str]) -> Recommendation:
     """The cheapest method on a Pareto frontier that is not significantly less accurate than the best.
 
-    "Cheapest" is training time first, then trainable parameters; "significantly" is McNemar at
-    ALPHA between the methods' selected runs.
+    "Cheapest" is training time first, then trainable parameters; "significantly" is the paired test at
+    ALPHA between the methods' selected configurations (pairwise.csv).
     """
     trained = summary[~summary.index.isin(baselines)]
     if trained.empty:
@@ -205,8 +216,9 @@ def recommend(summary: pd.DataFrame, pairs: pd.DataFrame, baselines: set[str]) -
     seeds = int(trained["n"].min())
     details.append((f"Accuracy is the mean over {seeds} seeds of each method's selected configuration. "
                     if seeds > 1 else "One seed per method: a difference of a point or so may be seed noise. ")
-                   + f"Verdicts: McNemar's test (p < {ALPHA}) between the selected runs of each pair of methods "
-                   "on the shared test set, not corrected for multiple comparisons.")
+                   + f"Verdicts: a paired test (p < {ALPHA}) between each pair of methods' selected configurations "
+                   "on the shared test set (McNemar's with one seed; with several, over the seeds both ran, so it "
+                   "follows the mean), not corrected for multiple comparisons.")
     return Recommendation(pick, _headline(trained, pairs, pick, top), details, front_time, front_params)
 
 
@@ -215,7 +227,7 @@ def _versus(trained: pd.DataFrame, pairs: pd.DataFrame, other: str, pick: str) -
     row, chosen = trained.loc[other], trained.loc[pick]
     pair = _pair(pairs, other, pick)
     return (f"{pretty(other)}: {100 * (row.test_accuracy - chosen.test_accuracy):+.1f} points "
-            f"({'significant' if pair.significant else 'not significant'}, McNemar {format_p(pair.p_value)}) "
+            f"({'significant' if pair.significant else 'not significant'}, {_p_text(pair)}) "
             f"at {_share(row.runtime_sec, chosen.runtime_sec)} of the training time, "
             f"{_share(row.peak_memory_mb, chosen.peak_memory_mb)} of the peak memory and "
             f"{_share(row.trainable_params, chosen.trainable_params)} of the trainable parameters "
@@ -229,8 +241,9 @@ def _headline(trained: pd.DataFrame, pairs: pd.DataFrame, pick: str, top: str) -
         gap = best.test_accuracy - row.test_accuracy
         closeness = (f"as accurate as {pretty(top)}" if gap < 0.0005
                      else f"within {_points(gap)} points of {pretty(top)}'s accuracy")
-        return (f"Pick {pretty(pick)}: {closeness} (no significant difference, McNemar "
-                f"{format_p(_pair(pairs, pick, top).p_value)}) at {_share(row.runtime_sec, best.runtime_sec)} "
+        pair = _pair(pairs, pick, top)
+        return (f"Pick {pretty(pick)}: {closeness} (no significant difference, {_p_text(pair)}) "
+                f"at {_share(row.runtime_sec, best.runtime_sec)} "
                 f"of its training time and {_share(row.trainable_params, best.trainable_params)} of its "
                 "trainable parameters.")
     if len(trained) == 1:
@@ -240,10 +253,11 @@ def _headline(trained: pd.DataFrame, pairs: pd.DataFrame, pick: str, top: str) -
     if cheaper.empty:
         return headline + " and the fastest to train."
     runner = cheaper.loc[cheaper.test_accuracy.idxmax()]
+    pair = _pair(pairs, runner.name, top)
     return headline + (f". The closest cheaper method, {pretty(runner.name)}, trains in "
                        f"{_share(runner.runtime_sec, best.runtime_sec)} of the time but is "
                        f"{_points(best.test_accuracy - runner.test_accuracy)} points less accurate "
-                       f"(significant, McNemar {format_p(_pair(pairs, runner.name, top).p_value)}).")
+                       f"(significant, {_p_text(pair)}).")
 
 
 VARIANTS = {"torch_fp32": "torch fp32", "torch_bf16": "torch bf16", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}

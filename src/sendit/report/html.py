@@ -132,13 +132,13 @@ def pairwise_table(report: Report) -> Table:
     rows = []
     for p in report.pairs.itertuples():
         better = p.method_a if p.only_a_correct > p.only_b_correct else p.method_b
-        rows.append([pretty(p.method_a), pretty(p.method_b), _cell(p.accuracy_a, "{:.1f}", 100),
+        rows.append([pretty(p.method_a), pretty(p.method_b), p.seeds, _cell(p.accuracy_a, "{:.1f}", 100),
                      _cell(p.accuracy_b, "{:.1f}", 100), _cell(p.accuracy_a - p.accuracy_b, "{:+.1f}", 100),
                      f"{p.only_a_correct:,}", f"{p.only_b_correct:,}", _cell(p.p_value, "{:.2g}"),
                      f"{pretty(better)} better" if p.significant else "no significant difference"])
-    headers = ["A", "B", "A accuracy %", "B accuracy %", "A − B points", "only A right", "only B right",
-               "McNemar p", "verdict"]
-    return Table(headers, rows, [False, False] + [True] * 6 + [False])
+    headers = ["A", "B", "seeds", "A accuracy %", "B accuracy %", "A − B points", "only A right", "only B right",
+               "p", "verdict"]
+    return Table(headers, rows, [False, False, False] + [True] * 6 + [False])
 
 
 def runs_table(report: Report) -> Table:
@@ -317,8 +317,10 @@ def render_html(report: Report, figures: list[Drawn]) -> str:
          f"{escape(_selected_on(report))}, on the largest training set: mean ± std over its seeds, 95% bootstrap "
          "interval over test examples; the recommended method is highlighted.</p><h3>Quality</h3>"
          + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report)) + _deployment(report)),
-        ("significance", "Significance", f"<p class=note>McNemar's test between the selected runs of each pair "
-         f"of methods on the shared test set; significant at p &lt; {ALPHA}.</p>" + to_html(pairwise_table(report))),
+        ("significance", "Significance", f"<p class=note>Each pair of methods' selected configurations on the "
+         "shared test set, seed by seed on the seeds both ran (accuracies: their mean; only A / only B right: "
+         "summed over them). One seed: McNemar's test; several: its extension to the seed-averaged accuracy "
+         f"(a sign-flip test per example), whose verdict follows the means. Significant at p &lt; {ALPHA}.</p>" + to_html(pairwise_table(report))),
         *([("tuning", "Tuning", _tuning(report))] if report.tuning is not None else []),
         ("figures", "Figures", "\n".join(map(_figure, figures))),
         ("errors", "Error analysis", _error_analysis(report)),
