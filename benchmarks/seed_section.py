@@ -57,8 +57,9 @@ def section(study: Path, metric: str, theirs: dict[str, float]) -> list[str]:
                      f"{row['peak_memory_mb_mean']:,.0f} | {said[0]} | {said[1]} |")
     if (study / "pairwise.csv").exists():
         pairs = pd.read_csv(study / "pairwise.csv")
-        lines += ["", "McNemar between the selected runs (same test set): "
-                  + "; ".join(pairs[[c for c in pairs.columns if "verdict" in c][0]]) + "."]
+        lines += ["", "Paired tests between the selected configurations on the same test set, over the seeds both ran "
+                  "(McNemar's extension to the seed-averaged accuracy; McNemar itself with one seed): "
+                  + "; ".join(pairs["verdict"]) + "."]
     return lines
 
 
