@@ -212,7 +212,8 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
                    "discordant pairs (statistic: the smaller count), else chi-square with continuity correction. "
                    "Several: the sign-flip test of the seed-averaged accuracy, exact below 25 examples whose "
                    "seed counts differ (statistic: |only_a - only_b|), else (|only_a - only_b| - 1)^2 / sum d_i^2",
-        "version": STATISTICS_VERSION, "alpha": ALPHA, "runs": sorted(results["run_id"]), "configurations": configurations, "methods": summary, "pairs": pairs.to_dict("records"),
+        "version": STATISTICS_VERSION, "alpha": ALPHA, "runs": sorted(results["run_id"]),
+        "configurations": configurations, "methods": summary, "pairs": pairs.to_dict("records"),
     }
     atomic_write_json(directory / "statistics.json", statistics)
     atomic_write_csv(directory / "summary.csv", pd.DataFrame(summary))

@@ -320,7 +320,8 @@ def render_html(report: Report, figures: list[Drawn]) -> str:
         ("significance", "Significance", f"<p class=note>Each pair of methods' selected configurations on the "
          "shared test set, seed by seed on the seeds both ran (accuracies: their mean; only A / only B right: "
          "summed over them). One seed: McNemar's test; several: its extension to the seed-averaged accuracy "
-         f"(a sign-flip test per example), whose verdict follows the means. Significant at p &lt; {ALPHA}.</p>" + to_html(pairwise_table(report))),
+         f"(a sign-flip test per example), whose verdict follows the means. Significant at p &lt; {ALPHA}.</p>"
+         + to_html(pairwise_table(report))),
         *([("tuning", "Tuning", _tuning(report))] if report.tuning is not None else []),
         ("figures", "Figures", "\n".join(map(_figure, figures))),
         ("errors", "Error analysis", _error_analysis(report)),
