@@ -1,5 +1,5 @@
-"""The uncertainty of a comparison: bootstrap intervals over test examples, McNemar's paired test,
-and the plain-language verdict a reader acts on.
+"""The uncertainty of a comparison: bootstrap intervals over test examples, McNemar's paired test (and
+its extension over seeds), and the plain-language verdict a reader acts on.
 
 One test set is shared by every run of a study, so two methods are compared example by example
 (McNemar), and an interval describes how much the score would move on another test set drawn
@@ -118,7 +118,7 @@ def paired_test(correct_a, correct_b) -> tuple[float, float]:
         raise ValueError(f"paired test needs the same examples and seeds: {a.shape} vs {b.shape}")
     if len(a) == 1:
         return mcnemar(a[0], b[0])
-    d = (a.sum(axis=0) - b.sum(axis=0))
+    d = a.sum(axis=0) - b.sum(axis=0)
     d = np.abs(d[d != 0])
     if len(d) == 0:
         return 0.0, 1.0
