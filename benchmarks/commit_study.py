@@ -17,8 +17,9 @@ import pandas as pd
 from sendit.io import atomic_write_csv
 from sendit.report import write_report
 from sendit.results import is_done, write_results, write_statistics
+from sendit.search import JOURNAL
 
-KEPT = ("config.yaml", "search.journal")
+KEPT = ("config.yaml", JOURNAL)
 
 
 def copy_study(source: Path, target: Path) -> int:

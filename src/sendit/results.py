@@ -237,7 +237,7 @@ def pairwise(directory: Path, chosen: pd.DataFrame, results: pd.DataFrame) -> pd
                 raise ValueError(f"{a['run_id']} and {b['run_id']} were tested on different test sets")
             correct_a, correct_b = pred_a == labels_a, pred_b == labels_b
             statistic, p = paired_test(correct_a, correct_b)
-            only_a, only_b = map(sum, zip(*(discordant(x, y) for x, y in zip(correct_a, correct_b))))
+            only_a, only_b = discordant(correct_a, correct_b)  # (seeds, examples): summed over the seeds
             rows.append({"train_size": size, "method_a": a["method"], "method_b": b["method"],
                          "run_a": a["run_id"], "run_b": b["run_id"],
                          "seeds": " ".join(map(str, seeds)) if seeds else f"{a['seed']} vs {b['seed']}",

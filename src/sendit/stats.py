@@ -95,7 +95,7 @@ def mcnemar(correct_a, correct_b) -> tuple[float, float]:
 
 
 def discordant(correct_a, correct_b) -> tuple[int, int]:
-    """(examples only A gets right, examples only B gets right)."""
+    """(examples only A gets right, examples only B gets right); over (seeds, examples), summed over the seeds."""
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape:
         raise ValueError(f"paired test needs the same examples: {a.shape} vs {b.shape}")

@@ -115,9 +115,9 @@ def statistics(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     first where they are missing, cover other runs than results.csv (an interrupted study) or were
     written by an older sendit (another STATISTICS_VERSION)."""
     directory = study.directory
-    written = directory / "statistics.json"
+    path = directory / "statistics.json"
     files = [directory / "summary.csv", directory / "pairwise.csv"]
-    written = json.loads(written.read_text()) if written.is_file() else {}
+    written = json.loads(path.read_text()) if path.is_file() else {}
     if (written.get("runs") != sorted(study.results["run_id"]) or written.get("version") != STATISTICS_VERSION
             or not all(f.is_file() for f in files)):
         in_order = study.results.sort_values("method", key=lambda m: m.map(study.methods.index), kind="stable")
