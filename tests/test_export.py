@@ -112,16 +112,16 @@ def test_int8_accuracy_loss_beyond_max_loss_is_refused():
         check_accuracy_loss(reference, flipped, labels, 20, "int8")
 
 
-@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("compute_dtype", ["auto", "float32", "bfloat16"])
 def test_qlora_is_dequantized_then_folded(root, compute_dtype):
-    """Computing in float32, the run and its export compute the same: identical predictions, logits within the
-    tolerance (the folded weights are exactly the 4-bit ones plus LoRA's update). Computing in bf16 (the
-    default), the export is checked for lost accuracy instead, and stays close to the run."""
+    """Computing in float32 (or `auto`, the default: float32 in an fp32 run), the run and its export compute the
+    same: identical predictions, logits within the tolerance (the folded weights are exactly the 4-bit ones plus
+    LoRA's update). Computing in bf16, the export is checked for lost accuracy instead, and stays close to the run."""
     pytest.importorskip("bitsandbytes")
     run = tiny_run(root.path / f"qlora-{compute_dtype}", root.data, method="qlora",
                    options={"compute_dtype": compute_dtype})
     manifest = export_run(run, root.path / f"qlora-{compute_dtype}-onnx", max_loss=100)
-    if compute_dtype == "float32":
+    if compute_dtype != "bfloat16":
         assert manifest["check"]["fp32"]["max_abs_logit_diff"] <= FP32_TOLERANCE
         assert agree(run, root.path / f"qlora-{compute_dtype}-onnx") <= FP32_TOLERANCE
     else:

@@ -15,7 +15,7 @@
    scale is the batch's, so an int8 prediction can change with its batch-mates (fp32 ones cannot).
 4. Check the export against the torch model on the run's validation texts, plus a few raw texts that
    cleaning changes: fp32 must give every prediction identical and logits within FP32_TOLERANCE
-   (where the method `folds_exactly`; QLoRA with bf16 compute is checked as int8 is); int8 must lose
+   (where the method `folds_exactly`; QLoRA with a fixed 16-bit compute dtype is checked as int8 is); int8 must lose
    at most `max_loss` points of validation accuracy (agreement is reported).
 5. Fit a temperature on the validation logits of the export (minimum NLL) so its probabilities are
    calibrated; the expected calibration error before and after goes in the manifest.

@@ -1,18 +1,24 @@
 """QLoRA (Dettmers et al., 2023): LoRA over a base whose linear weights are frozen in 4-bit NF4.
 
 The base's linear layers (every `nn.Linear`, and GPT-2's `Conv1D`, transposed) are quantised in
-place to bitsandbytes `Linear4bit`: NF4 blocks of 64 with double quantisation of the block scales,
-computing in bfloat16 - the paper's recipe, written as the `BitsAndBytesConfig` that transformers
-would take at load time. The classification head is never quantised (quantising it is what causes
-"FP4 quantization state not initialized"); it trains in fp32 and is saved beside the LoRA weights.
+place to bitsandbytes `Linear4bit`: NF4 blocks of 64 with double quantisation of the block scales -
+the paper's recipe, written as the `BitsAndBytesConfig` that transformers would take at load time.
+The paper computes in bfloat16; sendit's default `compute_dtype: auto` computes in the run's own
+precision (`train.precision` / `eval_precision`, which sendit measures): the 4-bit weights are
+dequantised to float32 and a bf16 run's autocast multiplies them in bf16. What is stored (NF4) is
+the method; what it multiplies in is the hardware's. On a CPU without bf16 units a fixed bfloat16
+costs about 9x the training time and 5x the inference time of float32 (`qlora_compute.md`).
+
+The classification head is never quantised (quantising it is what causes "FP4 quantization state
+not initialized"); it trains in fp32 and is saved beside the LoRA weights.
 Quantisation is deterministic, so a saved run reloads into the same quantised base.
 
 Then PEFT's `prepare_model_for_kbit_training`: it freezes the base and upcasts fp16/bf16
 non-quantised weights to fp32 (a no-op here: sendit loads fp32), and by default would turn on
 gradient checkpointing. On CPU that costs a second forward per step for activation memory that
 small models barely use, so it is off unless `gradient_checkpointing: true`. Measured on MiniLM
-(batch 32 x 64 tokens, one thread, AVX512-BF16 CPU): LoRA 1.8 s/step, QLoRA 1.4 s/step (the 4-bit
-layers compute in bf16), QLoRA with gradient checkpointing 2.25 s/step.
+(batch 32 x 64 tokens, one thread, AVX512-BF16 CPU, 4-bit layers in bf16): LoRA 1.8 s/step, QLoRA
+1.4 s/step, QLoRA with gradient checkpointing 2.25 s/step.
 
 Memory: only the linear weights shrink (MiniLM: 41 MiB fp32 -> 5.3 MiB with the quantisation
 state); the word embeddings (45 MiB) stay fp32, as in the paper. The full-precision rest is copied
@@ -27,9 +33,10 @@ and training run the same kernel.
 
 Export (`sendit export`) dequantises then folds: each 4-bit layer becomes a float32 `nn.Linear`
 holding exactly the weights it stores, LoRA's update added (PEFT's own merge would re-quantise the
-sum to 4 bits, rounding most of the update away). The run computes those layers in `compute_dtype`
-and the export in float32, so with bf16 compute the two differ by bf16 rounding: the export is then
-checked like an int8 one (validation accuracy lost), not for identical predictions.
+sum to 4 bits, rounding most of the update away). The export computes in float32, as the run does
+in float32 or with `auto` (the export's reference is the run in fp32); with a fixed 16-bit
+`compute_dtype` the two differ by its rounding: the export is then checked like an int8 one
+(validation accuracy lost), not for identical predictions.
 
 LoRA options and defaults are LoRA's (all linear layers, r=8, alpha=16; see `lora.py`); the paper
 used r=64, alpha=16, lr 2e-4 on 7B+ models; on small models sendit keeps LoRA's 5e-4.
@@ -46,14 +53,15 @@ from sendit.methods.base import register_method
 from sendit.methods.lora import Lora, LoraOptions
 from sendit.models import head_module_names
 
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+# auto: dequantise to float32 and let the run's precision (autocast) choose the multiply's dtype.
+DTYPES = {"auto": torch.float32, "bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass
 class QLoraOptions(LoraOptions):
     quant_type: str = "nf4"  # nf4 (the paper's NormalFloat) | fp4
     double_quant: bool = True  # quantise the per-block scales too (~0.4 bit/weight saved)
-    compute_dtype: str = "bfloat16"  # dtype of the 4-bit matmuls: bfloat16 | float32 | float16
+    compute_dtype: str = "auto"  # dtype of the 4-bit matmuls: auto (the run's precision) | bfloat16 | float32 | float16
     gradient_checkpointing: bool = False  # recompute activations in backward (slower; less memory)
 
 
@@ -147,7 +155,7 @@ def dequantize_4bit(model: nn.Module) -> nn.Module:
 @register_method
 class QLora(Lora):
     name = "qlora"
-    summary = "LoRA over 4-bit NF4 linear layers (bitsandbytes, double quant, bf16 compute) + classification head"
+    summary = "LoRA over 4-bit NF4 linear layers (bitsandbytes, double quant) + classification head"
     display_name = "QLoRA"
     shares_base = False  # its base is quantised per run
     needs_bitsandbytes = True
@@ -163,7 +171,7 @@ class QLora(Lora):
 
     @property
     def folds_exactly(self) -> bool:
-        return self.options.compute_dtype == "float32"  # else the run's 4-bit layers compute in 16 bits
+        return self.options.compute_dtype in ("auto", "float32")  # else the 4-bit layers compute in 16 bits
 
     def folded(self, model):
         return super().folded(dequantize_4bit(model))
