@@ -16,7 +16,7 @@ import pandas as pd
 
 from sendit.io import atomic_write_csv
 from sendit.report import write_report
-from sendit.results import is_done, write_results, write_statistics
+from sendit.results import is_done, write_results
 from sendit.search import JOURNAL
 
 KEPT = ("config.yaml", JOURNAL)
@@ -55,8 +55,8 @@ def main() -> None:
     copied = copy_study(args.source, args.target)
     if args.cut:
         cut_texts(args.target, args.cut)
-    write_statistics(args.target, write_results(args.target))
-    write_report(args.target)
+    write_results(args.target)
+    write_report(args.target)  # statistics too, in the config's method order, as `sendit report` writes them
     print(f"{copied} finished runs of {args.source} -> {args.target} (results, statistics and report re-made)")
 
 

@@ -5,11 +5,11 @@ intervals, cost) beside a seed study's published numbers, with a verdict derived
   python benchmarks/seed_section.py benchmarks/results/seeds/imdb_methods --metric test_accuracy \
       --theirs full=0.865 lora=0.856 qlora=0.848 ia3=0.843
 
-The verdict compares the seed's number with a 95% interval of sendit's seed-averaged score that holds both
-sources of chance: the test sample (the percentile bootstrap over test examples, summary.csv's interval) and
-the seeds (Student's t over the seeds' scores, k - 1 degrees of freedom), their half-widths added in
-quadrature. Inside it, no significant difference; above or below it, worse or better, by how much. With one
-seed only the test sample's part is known, and the verdict says so. The bootstrap interval alone is the one
+The verdict compares the seed's number with the 95% interval of sendit's seed-averaged score that holds both
+sources of chance (summary.csv's `*_ci_seeds_*`, `sendit.stats.with_seeds`): the test sample (the percentile
+bootstrap over test examples, `*_ci_*`) and the seeds (Student's t over the seeds' scores, k - 1 degrees of
+freedom), their half-widths added in quadrature. Inside it, no significant difference; above or below it,
+worse or better, by how much. With one seed only the test sample's part is known, and the verdict says so. The bootstrap interval alone is the one
 for another test set with these same trained models; the seed spread is what another run of the method adds.
 Only the two numbers' difference is judged: the seed's own spread is unknown (one run per method).
 """
@@ -17,7 +17,6 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-from scipy.stats import t as student_t
 
 METRICS = {"test_accuracy": "accuracy", "test_f1_macro": "macro-F1", "test_recall_macro": "macro-recall"}
 
@@ -38,17 +37,6 @@ def verdict(theirs: float, low: float, high: float, mean: float) -> str:
     return f"{side} by {abs(points):.1f} points (theirs outside our 95% interval)"
 
 
-def interval(row: pd.Series, metric: str) -> tuple[float, float]:
-    """The 95% interval of the seed-averaged score with the seeds' chance added to the test sample's."""
-    mean, low, high = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
-    seeds, std = int(row["n_seeds"]), row[f"{metric}_std"]
-    if seeds < 2 or pd.isna(std):
-        return low, high
-    seed_half = student_t.ppf(0.975, seeds - 1) * std / seeds ** 0.5
-    below, above = ((mean - low) ** 2 + seed_half ** 2) ** 0.5, ((high - mean) ** 2 + seed_half ** 2) ** 0.5
-    return max(0.0, mean - below), min(1.0, mean + above)  # a score lies in [0, 1]
-
-
 def section(study: Path, metric: str, theirs: dict[str, float]) -> list[str]:
     summary = pd.read_csv(study / "summary.csv")
     name = METRICS[metric]
@@ -60,7 +48,7 @@ def section(study: Path, metric: str, theirs: dict[str, float]) -> list[str]:
     for _, row in summary.iterrows():
         std = "" if pd.isna(row[f"{metric}_std"]) else f" ± {100 * row[f'{metric}_std']:.1f}"
         test_only = f"[{100 * row[f'{metric}_ci_low']:.1f}, {100 * row[f'{metric}_ci_high']:.1f}]"
-        low, high = interval(row, metric)
+        low, high = row[f"{metric}_ci_seeds_low"], row[f"{metric}_ci_seeds_high"]
         both = f"[{100 * low:.1f}, {100 * high:.1f}]" if row["n_seeds"] > 1 else "(one seed)"
         key = f"{row['method']}@{row['train_size']:.0f}" if sized else row["method"]
         mine = theirs.get(key)

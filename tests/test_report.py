@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import seed_interval
+from conftest import seed_interval, seeds_and_test_interval
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
@@ -187,7 +187,7 @@ def test_different_winners_give_different_recommendations(lora_study, full_repor
 
 def test_summary_uses_the_best_configuration_over_its_seeds(full_study, full_report):
     """LoRA's chosen configuration (lr 1e-3, batch 32, 4,000 examples) over its three seeds, by hand:
-    mean and sample std of the seeds' scores, the bootstrap interval of their mean."""
+    mean and sample std of the seeds' scores, the interval of their mean over test sample and seeds."""
     lora = full_report.summary.loc["lora"]
     assert lora["n"] == 3 and lora["lr"] == 1e-3 and lora["batch_size"] == 32 and lora["train_size"] == 4000
     results = pd.read_csv(full_study / "results.csv")
@@ -198,7 +198,8 @@ def test_summary_uses_the_best_configuration_over_its_seeds(full_study, full_rep
         assert lora[f"{metric}_std"] == pytest.approx(statistics.stdev(runs[metric]))
     for metric in ("accuracy", "f1_macro"):
         interval = [lora[f"test_{metric}_ci_low"], lora[f"test_{metric}_ci_high"]]
-        assert interval == pytest.approx(seed_interval(full_study, runs.run_id, metric))
+        assert interval == pytest.approx(seeds_and_test_interval(full_study, runs.run_id, metric, runs[f"test_{metric}"]))
+        assert interval[0] < seed_interval(full_study, runs.run_id, metric)[0]  # wider than the test sample's
     assert full_report.summary.index.tolist() == ["zero_shot", "head", "lora", "full"]  # the config's order
     assert full_report.baselines == ["zero_shot"]
 

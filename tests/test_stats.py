@@ -4,9 +4,10 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import binomtest
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, recall_score
 
-from sendit.stats import bootstrap, bootstrap_ci, format_p, mcnemar, mean_std, paired_test, verdict
+from sendit.stats import (Interval, bootstrap, bootstrap_ci, format_p, mcnemar, mean_std, paired_test, verdict,
+                          with_seeds)
 
 
 def paired(only_a: int, only_b: int, both: int = 50, neither: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +113,26 @@ def test_bootstrap_macro_f1_estimate_and_determinism():
     assert bootstrap_ci(labels, predictions, "f1_macro", seed=4) != ci
 
 
+def test_bootstrap_macro_recall_by_hand_and_with_an_absent_class():
+    # labels 0 0 1 1, predictions 0 1 1 1: recall(0) = 1/2, recall(1) = 2/2.
+    assert bootstrap_ci([0, 0, 1, 1], [0, 1, 1, 1], "recall_macro").estimate == pytest.approx(0.75)
+    # A third class nobody has: the run's metric (labels=all classes, zero_division=0) scores it 0.
+    assert bootstrap_ci([0, 0, 1, 1], [0, 1, 1, 1], "recall_macro", num_classes=3).estimate == pytest.approx(0.5)
+    labels, predictions = three_class_runs()
+    assert bootstrap_ci(labels, predictions[0], "recall_macro").estimate == pytest.approx(
+        recall_score(labels, predictions[0], average="macro"))
+
+
+def test_interval_with_seeds_adds_their_t_half_width_in_quadrature_by_hand():
+    """3 seeds at 0.77, 0.80, 0.83 (std 0.03): t(0.975, 2 df) = 4.3027 x 0.03 / sqrt(3) = 0.0745; with the test
+    sample's 0.02 below and 0.03 above: sqrt(0.02^2 + 0.0745^2) = 0.0772 and sqrt(0.03^2 + 0.0745^2) = 0.0803."""
+    wider = with_seeds(Interval(0.80, 0.78, 0.83), [0.77, 0.80, 0.83])
+    assert wider == pytest.approx((0.80, 0.80 - 0.07718, 0.80 + 0.08035), abs=1e-4)
+    assert with_seeds(Interval(0.80, 0.78, 0.83), [0.80]) == (0.80, 0.78, 0.83)  # one seed: the test sample's
+    assert with_seeds(Interval(0.5, 0.45, 0.55), [0.0, 1.0]) == (0.5, 0.0, 1.0)  # clipped to a score's range
+    assert with_seeds(Interval(0.8, 0.78, 0.82), [0.8, 0.8, 0.8]) == (0.8, 0.78, 0.82)  # seeds that agree add nothing
+
+
 def three_class_runs(n: int = 400, runs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Imbalanced 3-class labels (60/30/10%) and `runs` prediction vectors, each ~70% correct."""
     rng = np.random.default_rng(0)
@@ -120,7 +141,7 @@ def three_class_runs(n: int = 400, runs: int = 1) -> tuple[np.ndarray, np.ndarra
     return labels, predictions
 
 
-@pytest.mark.parametrize("metric", ["accuracy", "f1_macro"])
+@pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "recall_macro"])
 def test_bootstrap_replicates_do_not_depend_on_the_chunk_size(metric):
     """Chunks only bound memory: 2000 replicates in chunks of 100 are those of one chunk of 2000."""
     labels, predictions = three_class_runs(runs=2)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import seed_interval, synthetic_frame
+from conftest import seed_interval, seeds_and_test_interval, synthetic_frame
 from typer.testing import CliRunner
 
 from sendit.cli import app
@@ -239,6 +239,8 @@ def test_statistics_files_summarise_each_method_and_pair(grid_study):
         for metric, column in (("accuracy", "test_accuracy"), ("f1_macro", "test_f1_macro")):
             expected = seed_interval(grid_study, runs.run_id, metric)
             assert [getattr(row, f"{column}_ci_low"), getattr(row, f"{column}_ci_high")] == pytest.approx(expected)
+            wider = seeds_and_test_interval(grid_study, runs.run_id, metric, runs[column])
+            assert [getattr(row, f"{column}_ci_seeds_low"), getattr(row, f"{column}_ci_seeds_high")] == pytest.approx(wider)
     pairs = pd.read_csv(grid_study / "pairwise.csv")
     assert len(pairs) == 2 and set(pairs.train_size) == {100, 200}
     for pair in pairs.itertuples():  # both seeds of each side's selected configuration, seed by seed
@@ -366,6 +368,9 @@ def test_statistics_by_hand(tmp_path):
         interval = summary.loc["lora", [f"test_{metric}_ci_low", f"test_{metric}_ci_high"]].tolist()
         assert interval == pytest.approx(seed_interval(tmp_path, lora_runs, metric))
         assert interval != pytest.approx(seed_interval(tmp_path, lora_runs[:1], metric))
+        # Over seeds too: 0.9 and 0.8, t(0.975, 1 df) = 12.71 x 0.0707 / sqrt(2) = 0.635: 0.85 + that passes 1.
+        low, high = summary.loc["lora", [f"test_{metric}_ci_seeds_low", f"test_{metric}_ci_seeds_high"]]
+        assert high == 1.0 and low == pytest.approx(0.85 - math.hypot(0.85 - interval[0], 0.6353), abs=1e-3)
 
     pair = pd.read_csv(tmp_path / "pairwise.csv").iloc[0]
     assert (pair.method_a, pair.method_b, pair.only_a_correct, pair.only_b_correct) == ("bitfit", "lora", 5, 45)

@@ -130,19 +130,22 @@ def _print_distillation(path: Path) -> None:
 
 
 def _print_statistics(directory: Path) -> None:
-    """Mean +- std over seeds with 95% bootstrap intervals, then one paired-test verdict per method pair."""
+    """Mean +- std over seeds with 95% intervals (over seeds and test examples), then one paired-test verdict per
+    method pair."""
     import pandas as pd
     from rich.table import Table
 
     summary, pairs = pd.read_csv(directory / "summary.csv"), pd.read_csv(directory / "pairwise.csv")
     sized = summary["train_size"].nunique() > 1
     table = Table("method", *(["train size"] if sized else []), "best configuration", "seeds", "test accuracy",
-                  "test F1 macro", title="best configuration per method: mean ± std over seeds [95% CI]",
+                  "test F1 macro", title="best configuration per method: mean ± std over seeds "
+                  "[95% CI over seeds and test examples]",
                   header_style="bold")
     for row in summary.itertuples():
         cells = []
         for metric in ("test_accuracy", "test_f1_macro"):
-            mean, std, low, high = (getattr(row, f"{metric}_{s}") for s in ("mean", "std", "ci_low", "ci_high"))
+            mean, std, low, high = (getattr(row, f"{metric}_{s}") for s in ("mean", "std", "ci_seeds_low",
+                                                                              "ci_seeds_high"))
             cells.append(f"{mean:.4f}{'' if pd.isna(std) else f' ± {std:.4f}'} [{low:.4f}, {high:.4f}]")
         table.add_row(row.method, *([f"{row.train_size:,}"] if sized else []), row.config_id, str(row.seeds), *cells)
     console.print(table)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from sendit.config import SELECTION_METRICS, ConfigError, SelectionConfig
 from sendit.io import atomic_write_csv, atomic_write_json
-from sendit.stats import bootstrap_ci, discordant, mean_std, paired_test, verdict
+from sendit.stats import bootstrap_ci, discordant, mean_std, paired_test, verdict, with_seeds
 
 # results.csv: one row per run, these columns first (DESIGN.md), then everything else a run reports.
 RESULT_COLUMNS = ["run_id", "method", "lr", "batch_size", "epochs", "seed", "best_val_f1", "val_accuracy",
@@ -30,7 +30,10 @@ SEED_PART = re.compile(r"-seed-?\d+(?=-|$)")  # the seed's part of a run id
 TRIAL_PART = re.compile(r"-trial(\d+)(?=-|$)")  # a search trial's number in its run id
 N_BOOT = 2000
 ALPHA = 0.05
-STATISTICS_VERSION = 2  # 2: pairs tested over the seeds both sides ran; a report rewrites older statistics
+# 2: pairs tested over the seeds both sides ran; 3: intervals over seeds and test sample. A report rewrites older
+# statistics.
+STATISTICS_VERSION = 3
+INTERVAL_METRICS = ["test_accuracy", "test_f1_macro", "test_recall_macro"]  # with 95% intervals in summary.csv
 # Summarised per method and size over the seeds of the selected configuration (summary.csv: mean, std).
 METRICS = ["test_accuracy", "test_f1_macro", "test_f1_weighted", "test_recall_macro", "best_val_f1",
            "best_val_score", "runtime_sec", "peak_memory_mb", "trainable_params", "f1_per_m_params",
@@ -192,10 +195,13 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
         for metric in [m for m in METRICS if m in runs]:
             measured = runs[metric].dropna()  # e.g. f1_per_m_params: none for a baseline that trains nothing
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(measured) if len(measured) else (None, None)
-        for metric, column in (("accuracy", "test_accuracy"), ("f1_macro", "test_f1_macro")):
+        for column in [c for c in INTERVAL_METRICS if c in runs]:  # recall: not in studies from before sendit had it
+            metric = column.removeprefix("test_")
             ci = bootstrap_ci(labels, predictions, metric, n_boot=N_BOOT, alpha=ALPHA,
                               num_classes=_num_classes(directory, best["run_id"]))
             row[f"{column}_ci_low"], row[f"{column}_ci_high"] = ci.low, ci.high
+            wider = with_seeds(ci, runs[column], ALPHA)
+            row[f"{column}_ci_seeds_low"], row[f"{column}_ci_seeds_high"] = wider.low, wider.high
         summary.append(row)
 
     pairs = pairwise(directory, chosen, results)
@@ -207,6 +213,9 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
         "selection_metric": metric,
         "bootstrap": f"{N_BOOT} percentile resamples of the test examples, {1 - ALPHA:.0%} interval of the "
                      f"mean over the chosen configuration's seeds (every seed sees the same resample)",
+        "seeds_interval": "*_ci_seeds_*: the bootstrap interval widened by the seeds' Student-t half-width of "
+                          "their mean, added in quadrature to each side, clipped to [0, 1]; one seed: the bootstrap "
+                          "interval",
         "mcnemar": "two-sided, between the selected configurations on the same test set and the seeds both ran "
                    "(only_a_correct, only_b_correct: summed over them). One seed: McNemar, exact binomial below 25 "
                    "discordant pairs (statistic: the smaller count), else chi-square with continuity correction. "

@@ -3,7 +3,7 @@ its extension over seeds), and the plain-language verdict a reader acts on.
 
 One test set is shared by every run of a study, so two methods are compared example by example
 (McNemar), and an interval describes how much the score would move on another test set drawn
-from the same population (bootstrap over test examples).
+from the same population (bootstrap over test examples) and, with several seeds, on other seeds too.
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import binomtest, chi2
+from scipy.stats import t as student_t
 
-METRICS = ("accuracy", "f1_macro")
+METRICS = ("accuracy", "f1_macro", "recall_macro")
 EXACT_BELOW = 25  # discordant pairs under which McNemar's chi-square approximation is poor
 
 
@@ -24,18 +25,36 @@ class Interval(NamedTuple):
 
 def bootstrap_ci(labels, predictions, metric: str = "accuracy", *, n_boot: int = 2000, seed: int = 0,
                  alpha: float = 0.05, num_classes: int | None = None) -> Interval:
-    """Percentile bootstrap interval of accuracy or macro-F1, resampling test examples.
+    """Percentile bootstrap interval of accuracy, macro-F1 or macro-recall, resampling test examples.
 
     `predictions` is one vector or a (runs, examples) array of several runs on the same test set
     (e.g. one per seed); the statistic is then their mean, and every run sees the same resample,
     so the interval is that of the seed-averaged score. `num_classes` counts classes absent from
-    both labels and predictions in macro-F1 (as the run's own metrics do); default: those present.
+    both labels and predictions in the macro averages (as the run's own metrics do, scoring such a class
+    0); default: those present.
     """
     low, high = np.quantile(bootstrap(labels, predictions, metric, n_boot=n_boot, seed=seed,
                                       num_classes=num_classes), [alpha / 2, 1 - alpha / 2])
     labels, predictions = _as_arrays(labels, predictions)
     estimate = _score(labels, predictions, np.arange(len(labels))[None], metric, num_classes)[0]
     return Interval(float(estimate), float(low), float(high))
+
+
+def with_seeds(test_interval: Interval, scores, alpha: float = 0.05) -> Interval:
+    """The interval of a seed-averaged score that holds the seeds' chance besides the test sample's.
+
+    `test_interval` (the bootstrap's) is where another test set would put these same trained models; another
+    set of seeds moves the score too. Each side's half-width and the seeds' Student-t half-width of their
+    mean (k - 1 degrees of freedom) are added in quadrature, clipped to [0, 1]. One seed: `test_interval`
+    (the seeds' part is unknown).
+    """
+    scores = np.asarray(scores, dtype=float)
+    if len(scores) < 2:
+        return test_interval
+    estimate, low, high = test_interval
+    seed_half = student_t.ppf(1 - alpha / 2, len(scores) - 1) * scores.std(ddof=1) / len(scores) ** 0.5
+    below, above = np.hypot(estimate - low, seed_half), np.hypot(high - estimate, seed_half)
+    return Interval(estimate, max(0.0, float(estimate - below)), min(1.0, float(estimate + above)))
 
 
 def bootstrap(labels, predictions, metric: str = "accuracy", *, n_boot: int = 2000, seed: int = 0,
@@ -69,12 +88,15 @@ def _score(labels: np.ndarray, predictions: np.ndarray, index: np.ndarray, metri
     if metric == "accuracy":
         return (p == y).mean(axis=2).mean(axis=0)
     classes = num_classes or int(max(labels.max(), predictions.max())) + 1
-    f1 = np.zeros(p.shape[:2])
+    total = np.zeros(p.shape[:2])
     for c in range(classes):
         tp = ((p == c) & (y == c)).sum(axis=2)
-        wrong = ((p == c) != (y == c)).sum(axis=2)  # false positives + false negatives
-        f1 += np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(tp.shape), where=(2 * tp + wrong) > 0)
-    return (f1 / classes).mean(axis=0)
+        if metric == "recall_macro":
+            total += np.divide(tp, (y == c).sum(axis=1), out=np.zeros(tp.shape), where=(y == c).any(axis=1))
+        else:
+            wrong = ((p == c) != (y == c)).sum(axis=2)  # false positives + false negatives
+            total += np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(tp.shape), where=(2 * tp + wrong) > 0)
+    return (total / classes).mean(axis=0)
 
 
 def mcnemar(correct_a, correct_b) -> tuple[float, float]:

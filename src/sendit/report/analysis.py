@@ -20,8 +20,8 @@ import yaml
 from sendit.config import ConfigError
 from sendit.methods.base import display_name, is_baseline
 from sendit.stats import format_p
-from sendit.results import (ALPHA, DEPLOY_FILE, METRICS, STATISTICS_VERSION, best_per_method, collect, selection_metric,
-                            selection_scores, write_statistics)
+from sendit.results import (ALPHA, DEPLOY_FILE, INTERVAL_METRICS, METRICS, STATISTICS_VERSION, best_per_method,
+                            collect, selection_metric, selection_scores, write_statistics)
 
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
@@ -131,13 +131,15 @@ def statistics(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def summarise(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     """Per method, summary.csv's row of its selected run: `n` seeds, the configuration, mean (as
-    `<metric>`) and std (`<metric>_std`, NaN for one seed) of every metric, 95% bootstrap intervals."""
+    `<metric>`) and std (`<metric>_std`, NaN for one seed) of every metric, and the test metrics' 95%
+    intervals (`<metric>_ci_low`, `_high`) over seeds and test sample (the test sample's alone for one seed)."""
     rows = summary.set_index("best_run").loc[study.best["run_id"]].set_index(study.best.index)
     frame = pd.DataFrame({"n": rows["n_seeds"], **{k: study.best[k] for k in config_keys(study.results)}})
     for metric in [m for m in METRICS if f"{m}_mean" in rows]:
         frame[metric], frame[f"{metric}_std"] = rows[f"{metric}_mean"], rows[f"{metric}_std"]
-    intervals = [f"{c}_ci_{end}" for c in ("test_accuracy", "test_f1_macro") for end in ("low", "high")]
-    return frame.join(rows[intervals])
+    for metric in [m for m in INTERVAL_METRICS if f"{m}_ci_seeds_low" in rows]:
+        frame[f"{metric}_ci_low"], frame[f"{metric}_ci_high"] = rows[f"{metric}_ci_seeds_low"], rows[f"{metric}_ci_seeds_high"]
+    return frame
 
 
 def pareto_set(summary: pd.DataFrame, cost: str, quality: str = "test_accuracy") -> list[str]:

@@ -21,6 +21,8 @@ from sendit.report.figures import Drawn
 QUALITY = [("test_accuracy", "accuracy %", 100, "{:.1f}"), ("test_f1_macro", "macro-F1 %", 100, "{:.1f}"),
            ("test_f1_weighted", "weighted F1 %", 100, "{:.1f}"), ("test_recall_macro", "macro recall %", 100, "{:.1f}"),
            ("best_val_f1", "val F1 %", 100, "{:.1f}")]
+INTERVAL_NOTE = ("95% interval of the seed-averaged score over test examples (bootstrap) and over seeds (Student's t, "
+                 "added in quadrature; the test examples' alone for one seed)")
 COST = [("runtime_sec", "training s", 1, "{:,.0f}"), ("peak_memory_mb", "peak memory MB", 1, "{:,.0f}"),
         ("trainable_params", "trainable params", 1, "{:,.0f}"), ("f1_per_m_params", "F1 per M params", 1, "{:.3g}"),
         ("inference_examples_per_s", "inference ex/s", 1, "{:,.0f}"), ("adapter_mb", "adapter MB", 1, "{:,.3f}")]
@@ -314,8 +316,8 @@ def render_html(report: Report, figures: list[Drawn]) -> str:
     rec, name = report.recommendation, escape(report.study.name)
     sections = [
         ("results", "Results", f"<p class=note>Test-set metrics of each method's configuration selected on "
-         f"{escape(_selected_on(report))}, on the largest training set: mean ± std over its seeds, 95% bootstrap "
-         "interval over test examples; the recommended method is highlighted.</p><h3>Quality</h3>"
+         f"{escape(_selected_on(report))}, on the largest training set: mean ± std over its seeds; {INTERVAL_NOTE}; "
+         "the recommended method is highlighted.</p><h3>Quality</h3>"
          + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report)) + _deployment(report)),
         ("significance", "Significance", f"<p class=note>Each pair of methods' selected configurations on the "
          "shared test set, seed by seed on the seeds both ran (accuracies: their mean; only A / only B right: "
@@ -350,8 +352,8 @@ def render_markdown(report: Report, figures: list[Drawn]) -> str:
     rec = report.recommendation
     lines = [f"# sendit report: {report.study.name}", "", _meta(report), "", f"**{rec.headline}**", "",
              *(f"- {d}" for d in rec.details), "", "## Results", "",
-             f"Each method's configuration selected on {_selected_on(report)}: mean ± std over its seeds, "
-             "95% bootstrap interval over test examples.", "",
+             f"Each method's configuration selected on {_selected_on(report)}: mean ± std over its seeds; "
+             f"{INTERVAL_NOTE}.", "",
              to_markdown(quality_table(report)), "", to_markdown(cost_table(report)), "",
              *(["## Deployment", "", DEPLOY_NOTE, "", to_markdown(deploy_table(report)), ""]
                if report.deploy is not None else []),
