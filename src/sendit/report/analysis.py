@@ -138,7 +138,8 @@ def summarise(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     for metric in [m for m in METRICS if f"{m}_mean" in rows]:
         frame[metric], frame[f"{metric}_std"] = rows[f"{metric}_mean"], rows[f"{metric}_std"]
     for metric in [m for m in INTERVAL_METRICS if f"{m}_ci_seeds_low" in rows]:
-        frame[f"{metric}_ci_low"], frame[f"{metric}_ci_high"] = rows[f"{metric}_ci_seeds_low"], rows[f"{metric}_ci_seeds_high"]
+        for end in ("low", "high"):
+            frame[f"{metric}_ci_{end}"] = rows[f"{metric}_ci_seeds_{end}"]
     return frame
 
 
