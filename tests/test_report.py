@@ -1,6 +1,7 @@
 """The report from study directories written by hand (no training): figures, page, recommendation."""
 import json
 import re
+import shutil
 import statistics
 import xml.etree.ElementTree as ElementTree
 
@@ -237,6 +238,17 @@ def test_tracking_names_the_missing_extra(full_report, monkeypatch):
             track(full_report, backend)
     with pytest.raises(ReportError, match="choose from tensorboard, mlflow"):
         track(full_report, "wandb")
+
+
+def test_a_study_without_its_run_directories_is_refused_by_name(full_study, tmp_path):
+    """Only the study's CSVs (runs/ not copied): exit 2 naming the missing file, not a traceback."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("results.csv", "config.yaml"):
+        shutil.copy(full_study / name, bare / name)
+    out = CliRunner().invoke(app, ["report", str(bare)])
+    said = " ".join(out.output.split())  # rich wraps long lines
+    assert out.exit_code == 2 and "metrics.json: missing; a report needs its study's run directories" in said
 
 
 def test_tracking_to_tensorboard(lora_study):

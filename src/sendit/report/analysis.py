@@ -93,7 +93,11 @@ def load_study(directory: str | Path) -> Study:
     configured = [m.get("label") or m.get("name") for m in config.get("methods", [])]
     methods = [m for m in configured if m in present] + [m for m in present if m not in configured]
     largest = results.loc[results["train_size"].idxmax(), "run_id"]  # its data_stats describe the full splits
-    metrics = json.loads((directory / "runs" / largest / "metrics.json").read_text())
+    metrics_path = directory / "runs" / largest / "metrics.json"
+    if not metrics_path.is_file():
+        raise ReportError(f"{metrics_path}: missing; a report needs its study's run directories (their metrics.json "
+                          "and predictions.csv; benchmarks/commit_study.py copies them without the weights)")
+    metrics = json.loads(metrics_path.read_text())
     info = {"dataset": config.get("data", {}).get("dataset"), "model": config.get("model", {}).get("name"),
             "data_stats": metrics.get("data_stats", {}), "provenance": metrics.get("provenance")}
     return Study(directory, config.get("name") or directory.name, results, methods,
