@@ -40,7 +40,7 @@ CHECKS = {
     "-s 'methods=[{name: lora, lr: 5.0e-4}]' -s train.threads=1": "dry-run",
     "sendit train --dataset sst2 --model minilm --method full --lr 5e-5 --epochs 1 --max-length 64 --seed 42 "
     "--out runs/datasets/sst2_full --set train.threads=1": "run",
-    "sendit study configs/target_twitter.yaml -s train.threads=1": "dry-run",
+    "sendit study configs/target_twitter.yaml --workers 2": "dry-run",
     "sendit train --dataset semeval2017 --model minilm --method full --lr 5e-5 --epochs 1 --seed 42 "
     "--out runs/distill/teacher_semeval --set train.threads=1": "run",
 }
