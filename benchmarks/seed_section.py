@@ -9,8 +9,9 @@ The verdict compares the seed's number with the 95% interval of sendit's seed-av
 sources of chance (summary.csv's `*_ci_seeds_*`, `sendit.stats.with_seeds`): the test sample (the percentile
 bootstrap over test examples, `*_ci_*`) and the seeds (Student's t over the seeds' scores, k - 1 degrees of
 freedom), their half-widths added in quadrature. Inside it, no significant difference; above or below it,
-worse or better, by how much. With one seed only the test sample's part is known, and the verdict says so. The bootstrap interval alone is the one
-for another test set with these same trained models; the seed spread is what another run of the method adds.
+worse or better, by how much. With one seed only the test sample's part is known, and the verdict says so. The
+bootstrap interval alone is the one for another test set with these same trained models; the seed spread is what
+another run of the method adds.
 Only the two numbers' difference is judged: the seed's own spread is unknown (one run per method).
 """
 import argparse

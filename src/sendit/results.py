@@ -195,10 +195,10 @@ def write_statistics(directory: Path, results: pd.DataFrame) -> dict:
         for metric in [m for m in METRICS if m in runs]:
             measured = runs[metric].dropna()  # e.g. f1_per_m_params: none for a baseline that trains nothing
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(measured) if len(measured) else (None, None)
+        classes = _num_classes(directory, best["run_id"])
         for column in [c for c in INTERVAL_METRICS if c in runs]:  # recall: not in studies from before sendit had it
-            metric = column.removeprefix("test_")
-            ci = bootstrap_ci(labels, predictions, metric, n_boot=N_BOOT, alpha=ALPHA,
-                              num_classes=_num_classes(directory, best["run_id"]))
+            ci = bootstrap_ci(labels, predictions, column.removeprefix("test_"), n_boot=N_BOOT, alpha=ALPHA,
+                              num_classes=classes)
             row[f"{column}_ci_low"], row[f"{column}_ci_high"] = ci.low, ci.high
             wider = with_seeds(ci, runs[column], ALPHA)
             row[f"{column}_ci_seeds_low"], row[f"{column}_ci_seeds_high"] = wider.low, wider.high

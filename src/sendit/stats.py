@@ -90,11 +90,13 @@ def _score(labels: np.ndarray, predictions: np.ndarray, index: np.ndarray, metri
     classes = num_classes or int(max(labels.max(), predictions.max())) + 1
     total = np.zeros(p.shape[:2])
     for c in range(classes):
-        tp = ((p == c) & (y == c)).sum(axis=2)
+        truly_c = y == c
+        tp = ((p == c) & truly_c).sum(axis=2)
         if metric == "recall_macro":
-            total += np.divide(tp, (y == c).sum(axis=1), out=np.zeros(tp.shape), where=(y == c).any(axis=1))
+            support = truly_c.sum(axis=1)
+            total += np.divide(tp, support, out=np.zeros(tp.shape), where=support > 0)
         else:
-            wrong = ((p == c) != (y == c)).sum(axis=2)  # false positives + false negatives
+            wrong = ((p == c) != truly_c).sum(axis=2)  # false positives + false negatives
             total += np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(tp.shape), where=(2 * tp + wrong) > 0)
     return (total / classes).mean(axis=0)
 
