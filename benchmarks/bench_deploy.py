@@ -1,12 +1,12 @@
 """A run against its exports on this CPU: ex/s at batch 64, accuracy, agreement, size, cold `sendit predict`.
 
-    python benchmarks/bench_deploy.py RUN EXPORT [EXPORT ...] [--held-out N] [--threads T]
+    python benchmarks/bench_deploy.py RUN EXPORT [EXPORT ...] [--held-out N] [--threads T] [--bf16]
 
 Texts: the run's own test split (accuracy as the run reports it) and N held-out tweets from the
 same source file that the run's sample never contained (drawn with seed 0), for a larger test of
 accuracy and of agreement with torch. ex/s is the forward passes alone (texts tokenised first),
-length-sorted batches of 64, best of 2, torch and ONNX Runtime each on T threads. Cold predict: a
-new `sendit predict DIR "text"` process, interpreter start included, best of 3.
+length-sorted batches of 64, best of 2, torch (fp32; with --bf16 also under bf16 autocast) and ONNX Runtime
+each on T threads. Cold predict: a new `sendit predict DIR "text"` process, interpreter start included, best of 3.
 Writes benchmarks/results/deploy.md (or --out).
 """
 from __future__ import annotations
@@ -62,21 +62,22 @@ def main() -> None:
     parser.add_argument("exports", type=Path, nargs="+")
     parser.add_argument("--held-out", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true",
+                        help="Also time the torch run in bf16 (worth it where the CPU has bf16 kernels, e.g. AMX)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "deploy.md")
     args = parser.parse_args()
     args.load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     torch_run = Predictor.from_run(args.run)
     test, extra = held_out(torch_run.cfg, args.held_out)
-    variants = {"torch fp32": torch_run} | {
-        f"onnx {ExportPredictor.from_export(e).manifest['precision']} ({e.name})": ExportPredictor.from_export(
-            e, threads=args.threads) for e in args.exports}
+    torch_variants = [("torch fp32", torch_run, "fp32")] + [("torch bf16", torch_run, "bf16")] * args.bf16
+    exports = [(f"onnx {export.manifest['precision']} ({path.name})", export, None)
+               for path in args.exports for export in [ExportPredictor.from_export(path, threads=args.threads)]]
     rows, reference = [], {}
-    for name, predictor in variants.items():
+    for name, predictor, precision in torch_variants + exports:
         results = {}
         for split, frame in (("test", test), ("held_out", extra))[:2 if len(extra) else 1]:
             texts, labels = frame["text"].tolist(), frame["label"].to_numpy()
-            precision = "fp32" if isinstance(predictor, Predictor) else None
             logits, rate = throughput(predictor, predictor.encode(predictor.clean(texts)), 64, precision)
             predictions = logits.argmax(1)
             reference.setdefault(split, predictions)
@@ -102,7 +103,7 @@ def write(args, rows, n_test: int, n_extra: int) -> None:
              "are then lower and noisier than on an idle machine.", "",
              f"Run: `{args.run}`.", "",
              f"Command: `python benchmarks/bench_deploy.py {args.run} {' '.join(map(str, args.exports))} "
-             f"--held-out {args.held_out} --threads {args.threads}`", "",
+             f"--held-out {args.held_out} --threads {args.threads}{' --bf16' * args.bf16}`", "",
              f"Test: the run's test split ({n_test:,} tweets). Held-out: {n_extra:,} tweets of the same source file "
              "outside the run's sample. Agreement: share of predictions equal to torch fp32's. ex/s: forward passes "
              f"on the {measured.replace('_', '-')} texts, length-sorted batches of 64, best of 2. Cold predict: a new "

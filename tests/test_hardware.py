@@ -13,6 +13,7 @@ import torch
 
 from sendit import hardware, measure
 from sendit.artifacts import build_model
+from sendit.batching import Encoded
 from sendit.config import ConfigError, DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, build, load_study
 from sendit.models import load_model
 from sendit.run import execute
@@ -57,7 +58,7 @@ def test_precision_for_simulated_machines(monkeypatch, tiny, device, capability,
     CPU whose bf16 matmuls are hopeless is not timed at all."""
     probed, probe = fake_machine(monkeypatch, seconds, gflops or (10.0, 10.0))
     monkeypatch.setattr(hardware, "cuda_capability", lambda: capability)
-    decision = hardware.decide("train", "auto", device, tiny, probe)
+    decision = hardware.decide("train", "auto", device, tiny, 8, probe)
     assert decision.precision == expected
     timed = [] if device == "cuda" or (gflops and gflops[0] > 4 * gflops[1]) else list(seconds)
     assert probed == timed
@@ -79,30 +80,44 @@ def test_forced_device_that_is_absent_is_a_config_error(monkeypatch):
 
 def test_configured_precision_is_not_measured(monkeypatch, tiny):
     probed, probe = fake_machine(monkeypatch, {})
-    decision = hardware.decide("inference", "fp16", "cpu", tiny, probe)
+    decision = hardware.decide("inference", "fp16", "cpu", tiny, 8, probe)
     assert (decision.precision, decision.reason, probed) == ("fp16", "train.eval_precision: fp16 in the config", [])
 
 
 def test_measured_once_then_cached_per_threads_and_model_shape(monkeypatch, tiny):
     probed, probe = fake_machine(monkeypatch, {"fp32": 2.0, "bf16": 1.0})
-    first = hardware.decide("train", "auto", "cpu", tiny, probe)
-    again = hardware.decide("train", "auto", "cpu", tiny, probe)
+    first = hardware.decide("train", "auto", "cpu", tiny, 8, probe)
+    again = hardware.decide("train", "auto", "cpu", tiny, 8, probe)
     assert probed == ["fp32", "bf16"], "the second decision measured again"
     assert again.precision == first.precision == "bf16" and again.reason == first.reason + " (cached)"
     assert again.seconds == {"fp32": 2.0, "bf16": 1.0}
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)
     try:
-        hardware.decide("train", "auto", "cpu", tiny, probe)
+        hardware.decide("train", "auto", "cpu", tiny, 8, probe)
     finally:
         torch.set_num_threads(threads)
     assert len(probed) == 4, "another thread count reused the cached decision"
     other_shape = load_model("tiny-opt", 2, seed=0)[0]
-    hardware.decide("train", "auto", "cpu", other_shape, probe)
+    hardware.decide("train", "auto", "cpu", other_shape, 8, probe)
     assert len(probed) == 6, "another model shape reused the cached decision"
+    hardware.decide("train", "auto", "cpu", tiny, 64, probe)
+    assert len(probed) == 8, "another batch size reused the cached decision"
     keys = [json.loads(k) for k in json.loads((measure_cache()).read_text())]
-    assert {(k["threads"], k["model"]) for k in keys} == {(threads, "BertConfig"), (threads + 1, "BertConfig"),
-                                                         (threads, "OPTConfig")}
+    assert {(k["threads"], k["model"], k["rows"]) for k in keys} == {
+        (threads, "BertConfig", 8), (threads + 1, "BertConfig", 8), (threads, "OPTConfig", 8),
+        (threads, "BertConfig", 64)}
+
+
+def test_a_request_smaller_than_a_batch_is_timed_as_a_full_batch():
+    """A server's first request (or one text to `sendit predict`) must not decide the cached precision
+    for full batches on its own size: its examples are repeated to the batch's rows."""
+    encoded = Encoded(input_ids=[np.array(ids) for ids in ([101, 7, 8, 102], [101, 7, 102], [101, 5, 6, 7, 8, 9, 102])],
+                      labels=np.array([0, 1, 0]))
+    batch = hardware.representative_batch(encoded, 8, pad_id=0)
+    assert batch["input_ids"].shape == (8, 7), "not filled to 8 rows"
+    assert batch["input_ids"][:, 1].tolist() == [7, 7, 5] * 2 + [7, 7], "not the texts repeated in length order"
+    assert hardware.representative_batch(encoded, 2, pad_id=0)["input_ids"].shape == (2, 4), "not the median-nearest"
 
 
 def test_a_precision_far_slower_than_fp32_is_not_timed_past_its_warm_up():

@@ -459,7 +459,7 @@ def doctor(model: str = typer.Option(ModelConfig.name, help="Decide the precisio
     for kind, key, decide in (("training", "train", training_precision),
                               ("inference", "inference", inference_precision)):
         if remeasure:
-            forget(key, device, net)
+            forget(key, device, net, batch_size)
         choice = decide("auto", device, net, batch)
         table.add_row(f"{kind} precision ({model}, {method}, {batch_size} x {length})",
                       f"{choice.precision}: {choice.reason}")

@@ -95,10 +95,13 @@ def candidates(device: str) -> list[str]:
 
 
 def representative_batch(encoded: Encoded, rows: int, pad_id: int, left_pad: bool = False) -> dict:
-    """`rows` examples of the median length (the nearest to it), labels included: a typical batch."""
+    """`rows` examples of the median length (the nearest to it), labels included: a typical batch.
+    Fewer examples than `rows` (a server's first request, one text to `sendit predict`) are repeated to
+    fill it: the decision is cached and reused for full batches, and a tiny batch favours fp32 (bf16's
+    casts cost more than its faster matmuls save there)."""
     lengths = encoded.lengths
-    index = np.argsort(np.abs(lengths - np.median(lengths)), kind="stable")[:rows]
-    return collate(encoded, index, pad_id, left_pad)
+    nearest = np.argsort(np.abs(lengths - np.median(lengths)), kind="stable")[:rows]
+    return collate(encoded, np.resize(nearest, rows), pad_id, left_pad)
 
 
 def _synchronize(device: str) -> None:
@@ -165,12 +168,12 @@ def time_inference(model, batch: dict, device: str, precision: str, limit: float
         model.train(was_training)
 
 
-def cache_key(kind: str, device: str, model) -> str:
-    """What a measured decision depends on: machine, torch, threads, model shape (and, for training,
-    how many parameters train: LoRA's backward pass is not full fine-tuning's)."""
+def cache_key(kind: str, device: str, model, rows: int) -> str:
+    """What a measured decision depends on: machine, torch, threads, model shape, rows per batch (and,
+    for training, how many parameters train: LoRA's backward pass is not full fine-tuning's)."""
     config = model.config
     key = {"kind": kind, "device": device, "cpu": cpu_model(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "model": type(config).__name__,
+           "threads": torch.get_num_threads(), "rows": rows, "model": type(config).__name__,
            "hidden": config.hidden_size, "layers": config.num_hidden_layers, "vocab": config.vocab_size}
     if kind == "train":
         key["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -211,15 +214,16 @@ def measure(device: str, probe: Callable[[str, float | None], float], hidden_siz
     return Decision(best, f"fastest measured ({timings}{unusable})", seconds)
 
 
-def decide(kind: str, requested: str, device: str, model, probe: Callable[[str, float | None], float]) -> Decision:
-    """The precision for `kind` ("train" or "inference"): as configured, CUDA's rule, or measured
-    with `probe` once per cache key."""
+def decide(kind: str, requested: str, device: str, model, rows: int,
+           probe: Callable[[str, float | None], float]) -> Decision:
+    """The precision for `kind` ("train" or "inference") at `rows` examples per batch: as configured,
+    CUDA's rule, or measured with `probe` once per cache key."""
     if requested != "auto":
         field_name = "precision" if kind == "train" else "eval_precision"
         return Decision(requested, f"train.{field_name}: {requested} in the config")
     if device == "cuda":
         return cuda_decision()
-    key = cache_key(kind, device, model)
+    key = cache_key(kind, device, model, rows)
     cached = _read_cache().get(key)
     if cached:
         return Decision(cached["precision"], f"{cached['reason']} (cached)", cached["seconds"])
@@ -239,19 +243,21 @@ def measured_when() -> str:
         return when
 
 
-def forget(kind: str, device: str, model) -> None:
-    """Drop the cached decision for `kind` on this device, model and thread count: measured again next time."""
+def forget(kind: str, device: str, model, rows: int) -> None:
+    """Drop the cached decision for `kind` on this device, model, thread count and batch rows: measured
+    again next time."""
     cache = _read_cache()
-    if cache.pop(cache_key(kind, device, model), None) is not None:
+    if cache.pop(cache_key(kind, device, model, rows), None) is not None:
         _write_cache(cache)
 
 
 def training_precision(requested: str, device: str, model, batch: dict) -> Decision:
-    return decide("train", requested, device, model, lambda p, limit: time_training(model, batch, device, p, limit))
+    return decide("train", requested, device, model, len(batch["input_ids"]),
+                  lambda p, limit: time_training(model, batch, device, p, limit))
 
 
 def inference_precision(requested: str, device: str, model, batch: dict) -> Decision:
-    return decide("inference", requested, device, model,
+    return decide("inference", requested, device, model, len(batch["input_ids"]),
                   lambda p, limit: time_inference(model, batch, device, p, limit))
 
 
