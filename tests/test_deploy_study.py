@@ -60,7 +60,8 @@ def test_a_study_with_deploy_measures_every_variant_of_each_trained_method(study
     assert list(deployed.method) == [m for m in TRAINED for _ in DEPLOY_VARIANTS]  # the baseline is not deployed
     assert list(deployed.variant) == list(DEPLOY_VARIANTS) * len(TRAINED)
     assert set(deployed.status) <= {"measured", "skipped"}
-    assert deployed[deployed.status == "skipped"].reason.fillna("").astype(str).str.len().gt(0).all()  # every skip says why
+    skipped = deployed[deployed.status == "skipped"]  # none where bf16 measures faster (an AMX CPU)
+    assert skipped.reason.fillna("").astype(str).str.len().gt(0).all()  # every skip says why
     for method, rows in deployed.groupby("method"):
         rows = rows.set_index("variant")
         assert (rows.run_id == results.loc[method, "run_id"]).all()
