@@ -120,6 +120,14 @@ def test_a_request_smaller_than_a_batch_is_timed_as_a_full_batch():
     assert hardware.representative_batch(encoded, 2, pad_id=0)["input_ids"].shape == (2, 4), "not the median-nearest"
 
 
+def test_a_model_with_nothing_to_train_is_not_timed_for_training(monkeypatch):
+    """Zero-shot on a CPU with fast bf16 (where steps are timed): no optimizer over an empty parameter list."""
+    model = load_model("tiny-bert", 2, seed=0)[0].requires_grad_(False)
+    monkeypatch.setattr(hardware, "decide", lambda *args: pytest.fail("timed a model with nothing to train"))
+    decision = hardware.training_precision("auto", "cpu", model, hardware.synthetic_batch(100, 2, 4))
+    assert (decision.precision, decision.reason) == ("fp32", "nothing to train: not timed")
+
+
 def test_a_precision_far_slower_than_fp32_is_not_timed_past_its_warm_up():
     """bf16 without bf16 units takes minutes per minilm step: one slow warm-up step is enough."""
     steps = []

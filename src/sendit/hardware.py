@@ -252,6 +252,8 @@ def forget(kind: str, device: str, model, rows: int) -> None:
 
 
 def training_precision(requested: str, device: str, model, batch: dict) -> Decision:
+    if requested == "auto" and not any(p.requires_grad for p in model.parameters()):  # zero-shot
+        return Decision("fp32", "nothing to train: not timed")
     return decide("train", requested, device, model, len(batch["input_ids"]),
                   lambda p, limit: time_training(model, batch, device, p, limit))
 
