@@ -2,6 +2,7 @@
 import contextlib
 import logging
 import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -10,6 +11,9 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The session's own cache of precision decisions and built models: a decision timed while the tests load the
+# machine must not become the user's (~/.cache/sendit, which `make demo` then reads), nor the user's a test's.
+os.environ["SENDIT_CACHE"] = tempfile.mkdtemp(prefix="sendit-test-cache-")
 # Tiny models gain nothing from a second thread, and one thread keeps results independent of load.
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")

@@ -24,8 +24,10 @@ LABELS = ["negative", "positive"]
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
-    """Decisions cached in a fresh directory, so no test reads another's (or the user's) cache."""
+    """Decisions cached in a fresh directory, so no test reads another's (or the user's) cache, on a machine
+    that looks idle (a busy one caches nothing: its own test)."""
     monkeypatch.setenv("SENDIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +120,21 @@ def test_a_request_smaller_than_a_batch_is_timed_as_a_full_batch():
     assert batch["input_ids"].shape == (8, 7), "not filled to 8 rows"
     assert batch["input_ids"][:, 1].tolist() == [7, 7, 5] * 2 + [7, 7], "not the texts repeated in length order"
     assert hardware.representative_batch(encoded, 2, pad_id=0)["input_ids"].shape == (2, 4), "not the median-nearest"
+
+
+def test_a_decision_measured_on_a_busy_machine_is_used_but_not_cached(monkeypatch, tiny):
+    """A step timed beside other jobs misleads: the next run measures again instead of trusting it."""
+    probed, probe = fake_machine(monkeypatch, {"fp32": 2.0, "bf16": 1.0})
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (3.6, 2.0, 1.0))
+    first = hardware.decide("train", "auto", "cpu", tiny, 8, probe)
+    hardware.decide("train", "auto", "cpu", tiny, 8, probe)
+    assert first.precision == "bf16" and first.reason.endswith("not cached: more runnable jobs than cores")
+    assert probed == ["fp32", "bf16"] * 2 and not measure_cache().exists()
+    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (1.9, 2.0, 1.0))
+    hardware.decide("train", "auto", "cpu", tiny, 8, probe)
+    hardware.decide("train", "auto", "cpu", tiny, 8, probe)
+    assert len(probed) == 6, "an idle machine's decision was not cached"
 
 
 def test_a_model_with_nothing_to_train_is_not_timed_for_training(monkeypatch):

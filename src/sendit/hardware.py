@@ -229,8 +229,18 @@ def decide(kind: str, requested: str, device: str, model, rows: int,
         return Decision(cached["precision"], f"{cached['reason']} (cached)", cached["seconds"])
     decision = measure(device, probe, model.config.hidden_size)
     decision = replace(decision, reason=f"{decision.reason}; {measured_when()}")
+    if busy():  # other jobs distort the timings: use this decision, measure again next time
+        return replace(decision, reason=f"{decision.reason}; not cached: more runnable jobs than cores")
     _write_cache(_read_cache() | {key: asdict(decision)})
     return decision
+
+
+def busy() -> bool:
+    """More runnable jobs than cores (1-minute load average): timings taken now would be cached wrong."""
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1)
+    except (AttributeError, OSError):  # no load average on this platform (Windows)
+        return False
 
 
 def measured_when() -> str:
