@@ -237,20 +237,24 @@ def decide(kind: str, requested: str, device: str, model, rows: int,
 
 def busy() -> bool:
     """More runnable jobs than cores (1-minute load average): timings taken now would be cached wrong."""
+    load = load_average()
+    return load is not None and load > (os.cpu_count() or 1)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, None where the platform has none (Windows)."""
     try:
-        return os.getloadavg()[0] > (os.cpu_count() or 1)
-    except (AttributeError, OSError):  # no load average on this platform (Windows)
-        return False
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def measured_when() -> str:
     """When and under what load a decision was measured: timings taken on a busy machine mislead, and a
     cached decision is kept until `sendit doctor --remeasure` forgets it."""
     when = f"measured {time.strftime('%Y-%m-%d %H:%M')}"
-    try:
-        return f"{when} at load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-    except (AttributeError, OSError):  # no load average on this platform (Windows)
-        return when
+    load = load_average()
+    return when if load is None else f"{when} at load {load:.1f} on {os.cpu_count()} cores"
 
 
 def forget(kind: str, device: str, model, rows: int) -> None:
