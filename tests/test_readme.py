@@ -36,7 +36,7 @@ CHECKS = {
     "sendit data prepare sentiment140 --path sentiment140/train_full1600k_label_text --sample 50000 "
     "--split 80/10/10": "run",
     "sendit data download sentiment140": "help",
-    "sendit study configs/imdb_sizes.yaml -s name=imdb_length256 -s 'sizes=[5000]' "
+    "sendit study configs/imdb_sizes.yaml -s name=imdb_length256_attn0 -s 'sizes=[5000]' "
     "-s 'methods=[{name: lora, lr: 5.0e-4}]' -s train.threads=1": "dry-run",
     "sendit train --dataset sst2 --model minilm --method full --lr 5e-5 --epochs 1 --max-length 64 --seed 42 "
     "--out runs/datasets/sst2_full --set train.threads=1": "run",
