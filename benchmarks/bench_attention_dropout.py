@@ -25,14 +25,18 @@ from machine import cpu_model
 OVERRIDE = "model.attention_dropout=0"
 
 
-def review_files(out: Path, rows: int, length: int) -> dict[str, Path]:
-    """`rows` IMDb training reviews of at least `length` words (so at least as many tokens: every batch is
-    full) and 32 more to test on, a fixed sample, as `text,label` CSVs."""
+def imdb_train():
+    """IMDb's training reviews, read and cleaned once for every length."""
     from sendit.config import DataConfig
     from sendit.data.datasets import split_of
 
-    frame, _ = split_of(DataConfig(dataset="imdb", path=str(ROOT / "data" / "imdb")), "train")
-    frame = frame[frame.text.str.split().str.len() >= length].sample(n=rows + 32, random_state=0)[["text", "label"]]
+    return split_of(DataConfig(dataset="imdb", path=str(ROOT / "data" / "imdb")), "train")[0][["text", "label"]]
+
+
+def review_files(reviews, out: Path, rows: int, length: int) -> dict[str, Path]:
+    """`rows` reviews of at least `length` words (so at least as many tokens: every batch is full) and 32 more
+    to test on, a fixed sample, as `text,label` CSVs."""
+    frame = reviews[reviews.text.str.split().str.len() >= length].sample(n=rows + 32, random_state=0)
     out.mkdir(parents=True, exist_ok=True)
     files = {"train": out / "train.csv", "test": out / "test.csv"}
     frame.iloc[:rows].to_csv(files["train"], index=False)
@@ -52,9 +56,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "attention_dropout.md"))
     args = ap.parse_args()
     lengths = [int(length) for length in args.lengths.split(",")]
-    speeds, commands = {}, {}
+    reviews, speeds, commands = imdb_train(), {}, {}
     for length in lengths:
-        files = review_files(ROOT / "benchmarks" / "data" / "attention_dropout" / str(length),
+        files = review_files(reviews, ROOT / "benchmarks" / "data" / "attention_dropout" / str(length),
                              math.ceil(args.tokens / length), length)
         for method in args.methods.split(","):
             base = [sys.executable, "benchmarks/bench_train.py", "--model", args.model, "--train", str(files["train"]),
