@@ -277,17 +277,22 @@ def test_doctor_shows_the_machine_and_each_choice_with_its_timings(monkeypatch):
     from sendit.cli import app
 
     monkeypatch.setattr(hardware, "matmul_gflops", lambda dtype, size: {torch.bfloat16: 2.5}.get(dtype, 10.0))
-    monkeypatch.setattr(hardware, "time_training", lambda model, batch, device, p, limit: {"fp32": 0.2, "bf16": 0.1}[p])
+    def time_training(model, batch, device, precision, limit):  # twice as fast without attention dropout
+        return {"fp32": 0.2, "bf16": 0.1}[precision] / (1 if model.config.attention_probs_dropout_prob else 2)
+
+    monkeypatch.setattr(hardware, "time_training", time_training)
     monkeypatch.setattr(hardware, "time_inference", lambda model, batch, device, p, limit: {"fp32": 0.1, "bf16": 0.3}[p])
-    result = CliRunner().invoke(app, ["doctor", "--model", "tiny-bert"])
+    result = CliRunner().invoke(app, ["doctor", "--model", "tiny-bert", "--length", "256"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert any("CPU matmul bf16" in line and "2.5 GFLOP/s" in line for line in lines)
-    assert any("training precision (tiny-bert, full, 32 x 24)" in line
+    assert any("training precision (tiny-bert, full, 32 x 256)" in line
                and "bf16: fastest measured (fp32 200 ms, bf16 100 ms)" in line for line in lines)
     assert any("inference precision" in line and "fp32: fastest measured (fp32 100 ms, bf16 300 ms)" in line
                for line in lines)
     assert any("│ torch " in line and torch.__version__ in line for line in lines)
+    assert any("attention dropout 0.1 -> 0" in line and "training 2.00x as fast (100 vs 50 ms a step, bf16)" in line
+               for line in lines)
 
 
 def test_doctor_remeasure_forgets_the_cached_decisions_and_says_when_and_under_what_load_it_measured(monkeypatch):
@@ -302,7 +307,8 @@ def test_doctor_remeasure_forgets_the_cached_decisions_and_says_when_and_under_w
     runs = [CliRunner().invoke(app, ["doctor", "--model", "tiny-bert", *extra])
             for extra in ([], [], ["--remeasure"])]
     assert all(run.exit_code == 0 for run in runs), [run.output for run in runs]
-    assert len(timed) == 4 * 2, "the second doctor measured again, or --remeasure did not"
+    # 4 precision timings in the first and third doctors; 2 attention-dropout timings in each of the three
+    assert len(timed) == 4 * 2 + 2 * 3, "the second doctor measured precisions again, or --remeasure did not"
     outputs = [" ".join(run.output.split()) for run in runs]
     assert "(cached)" in outputs[1] and "(cached)" not in outputs[0] + outputs[2]
     assert re.search(r"measured \d{4}-\d\d-\d\d \d\d:\d\d at load", outputs[2])

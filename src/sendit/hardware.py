@@ -290,7 +290,6 @@ def synthetic_batch(vocab_size: int, rows: int, length: int) -> dict:
 def machine_facts() -> list[tuple[str, str]]:
     """(what, value) rows describing this machine for `sendit doctor`: devices, CPU, threads, matmul
     peaks, library versions."""
-    import os
 
     devices = ["cpu"]
     if torch.cuda.is_available():

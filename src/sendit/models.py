@@ -195,11 +195,17 @@ def load_model(name: str, num_labels: int, label_names: list[str] | None = None,
 ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
 
 
+def attention_dropout_field(config) -> str | None:
+    """The config attribute holding the model's attention-probability dropout, if it has one."""
+    return next((f for f in ATTENTION_DROPOUT_FIELDS if hasattr(config, f)), None)
+
+
 def set_attention_dropout(config, value: float, name: str) -> None:
     """Set the attention-probability dropout of any supported architecture. A regulariser, and a
-    speed knob that cuts both ways: at 0, training on this project's CPU ran 0.74x as fast, not faster
-    (benchmarks/results/ablation.md)."""
-    field_name = next((f for f in ATTENTION_DROPOUT_FIELDS if hasattr(config, f)), None)
+    speed knob whose worth grows with length: at 0, training on a CPU ran 0.9x as fast on tweets (64
+    tokens), 2.2-2.4x at 256 and 3.8-4.0x at 512 (benchmarks/results/attention_dropout.md), since
+    dropout keeps torch's CPU attention off its fused kernel. `sendit doctor --length N` times it."""
+    field_name = attention_dropout_field(config)
     if field_name is None:
         raise ModelError(f"model.attention_dropout: '{name}' ({config.model_type}) has none of the config "
                          f"fields {', '.join(ATTENTION_DROPOUT_FIELDS)}")
