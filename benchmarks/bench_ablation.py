@@ -33,6 +33,9 @@ SWITCHES = {
     "frozen weights in bf16": ("train.bf16_frozen_weights=false",
                                "frozen linear weights stored in bf16 under bf16 training instead of cast by autocast "
                                "in every step (methods with frozen weights; full FT has none)", False),
+    "fast dropout": ("train.fast_dropout=false",
+                     "dropout masks from a quarter of the random draws (sendit.dropout) instead of torch's dropout",
+                     False),
     "token budget (on)": ("train.batch_tokens=640",
                           "batches of up to 640 padded tokens (~32 tweets of average length) instead of 32 tweets",
                           True),

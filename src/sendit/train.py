@@ -26,6 +26,7 @@ from sendit.batching import Encoded, collate, length_bucketed_batches, random_ba
 from sendit.checkpoint import (Checkpoint, Checkpoints, load_optimizer_state, optimizer_state, random_states,
                                set_random_states)
 from sendit.config import TrainConfig
+from sendit.dropout import use_fast_dropout
 from sendit.evaluate import classification_metrics, predict_logits, reduced_precision
 from sendit.first_token import first_token_only
 from sendit.hardware import autocast
@@ -367,6 +368,8 @@ class EndToEnd:
         self.trainer, self.train, self.val = trainer, train, val
         if trainer.precision == "bf16" and trainer.cfg.bf16_frozen_weights and trainer.method.frozen_weights_in_bf16:
             frozen_linear_weights_to_bf16(trainer.model)
+        if trainer.cfg.fast_dropout and trainer.accelerator.device.type == "cpu":
+            use_fast_dropout(trainer.model)
         self.params = [p for p in trainer.model.parameters() if p.requires_grad]
         acc = trainer.accelerator
         self.rank, self.processes, self.device = acc.process_index, acc.num_processes, acc.device

@@ -1,0 +1,97 @@
+"""FastDropout draws the masks torch's dropout would, in distribution: each element kept with probability
+1 - p (p rounded to 1/65536), independently, scaled to stay unbiased, the same mask forward and backward,
+reproducible from the seed; a training run on a CPU uses it unless `train.fast_dropout: false`."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from sendit.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+from sendit.dropout import LEVELS, FastDropout, use_fast_dropout
+from sendit.methods import get_method
+from sendit.models import load_model
+from sendit.run import execute
+
+ELEMENTS = 1_000_000
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_each_element_is_kept_with_probability_one_minus_p_and_scaled_to_stay_unbiased(p):
+    torch.manual_seed(0)
+    out = FastDropout(p).train()(torch.ones(ELEMENTS))
+    kept = out != 0
+    rounded = round(p * LEVELS) / LEVELS
+    assert abs(rounded - p) < 1 / LEVELS
+    # binomial standard error at most 5e-4 over a million elements: 4e-3 is 8 of them
+    assert abs(kept.float().mean().item() - (1 - p)) < 4e-3
+    assert torch.allclose(out[kept], torch.tensor(1 / (1 - rounded)))
+    assert abs(out.mean().item() - 1) < 4e-3 / (1 - p)
+
+
+def test_the_four_uniforms_of_a_draw_are_independent():
+    """Each 64-bit draw gives four masks' elements: every one of the four positions keeps 1 - p of its
+    elements, and neighbours (from one draw or two) are uncorrelated."""
+    torch.manual_seed(1)
+    kept = (FastDropout(0.3).train()(torch.ones(ELEMENTS)) != 0).float()
+    for position in range(4):
+        assert abs(kept[position::4].mean().item() - 0.7) < 6e-3, position
+    for shift in (1, 2, 3, 4):
+        correlation = np.corrcoef(kept[:-shift].numpy(), kept[shift:].numpy())[0, 1]
+        assert abs(correlation) < 6e-3, shift
+
+
+def test_forward_and_backward_apply_one_mask_in_the_inputs_dtype():
+    for dtype in (torch.float32, torch.bfloat16):
+        ones = torch.ones(8, 33, 17, dtype=dtype, requires_grad=True)
+        x = torch.rand(8, 33, 17, dtype=dtype).add_(0.5).requires_grad_()
+        torch.manual_seed(2)
+        mask = FastDropout(0.25).train()(ones)
+        mask.sum().backward()
+        torch.manual_seed(2)
+        out = FastDropout(0.25).train()(x)
+        out.backward(torch.full_like(out, 3.0))
+        assert out.dtype == dtype and out.shape == x.shape
+        assert torch.equal(ones.grad, mask.detach()) and torch.equal(out, x.detach() * mask.detach())
+        assert torch.equal(x.grad, 3.0 * mask.detach()) and (mask == 0).any() and (mask != 0).any()
+
+
+def test_masks_follow_the_seed_and_evaluation_passes_the_input_through():
+    x = torch.ones(1000)
+    masks = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        masks.append(FastDropout(0.1).train()(x))
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+    assert FastDropout(0.1).eval()(x) is x and FastDropout(0.0).train()(x) is x
+    assert torch.equal(FastDropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_every_dropout_layer_of_a_model_and_its_adapter_is_replaced_and_evaluation_is_unchanged():
+    model = get_method(MethodConfig(name="lora")).apply(load_model("tiny-bert", 2, seed=0)[0])
+    before = {name: module.p for name, module in model.named_modules() if isinstance(module, nn.Dropout)}
+    batch = {"input_ids": torch.randint(5, 100, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    model.eval()
+    with torch.no_grad():
+        expected = model(**batch).logits
+    assert use_fast_dropout(model) == len(before)
+    after = {name: module for name, module in model.named_modules() if isinstance(module, nn.Dropout)}
+    assert after.keys() == before.keys() and any("lora_dropout" in name for name in after)
+    assert all(type(module) is FastDropout and module.p == before[name] for name, module in after.items())
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, expected)
+    assert use_fast_dropout(model) == 0  # a second call (a method's second phase) finds nothing left to replace
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_cpu_training_run_uses_fast_dropout_unless_switched_off(tmp_path, splits, monkeypatch, fast):
+    import sendit.train
+
+    swapped = []
+    monkeypatch.setattr(sendit.train, "use_fast_dropout", lambda model: swapped.append(use_fast_dropout(model)))
+    cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
+                    model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="lora", lr=1e-2),
+                    train=TrainConfig(max_steps=3, batch_size=16, threads=1, fast_dropout=fast, device="cpu"))
+    execute(cfg, tmp_path / "run", splits)
+    assert (swapped[0] > 0) if fast else not swapped
+    assert len(pd.read_csv(tmp_path / "run" / "predictions.csv")) == len(splits.test)
