@@ -1,6 +1,7 @@
 """FastDropout draws the masks torch's dropout would, in distribution: each element kept with probability
 1 - p (p rounded to 1/65536), independently, scaled to stay unbiased, the same mask forward and backward,
-reproducible from the seed; a training run on a CPU uses it unless `train.fast_dropout: false`."""
+reproducible from the seed; FAST_ATTENTION computes transformers' SDPA attention, with FastDropout's masks on
+the probabilities when training; a training run on a CPU uses both unless `train.fast_dropout: false`."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,9 +9,10 @@ import torch
 from torch import nn
 
 from sendit.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-from sendit.dropout import LEVELS, FastDropout, use_fast_dropout
+from sendit.dropout import (FAST_ATTENTION, LEVELS, FastDropout, attention_with_fast_dropout, scaled_keep_mask,
+                            use_fast_dropout)
 from sendit.methods import get_method
-from sendit.models import load_model
+from sendit.models import TINY_KINDS, load_model
 from sendit.run import execute
 
 ELEMENTS = 1_000_000
@@ -83,15 +85,96 @@ def test_every_dropout_layer_of_a_model_and_its_adapter_is_replaced_and_evaluati
     assert use_fast_dropout(model) == 0  # a second call (a method's second phase) finds nothing left to replace
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_a_cpu_training_run_uses_fast_dropout_unless_switched_off(tmp_path, splits, monkeypatch, fast):
+class Attention(nn.Module):
+    def __init__(self, is_causal: bool):
+        super().__init__()
+        self.is_causal = is_causal
+
+
+def attention_inputs(batch=3, heads=2, length=7, dim=8):
+    torch.manual_seed(4)
+    return [torch.randn(batch, heads, length, dim) for _ in range(3)]
+
+
+def padding_mask(batch=3, length=7) -> torch.Tensor:
+    """Bool (batch, 1, query, key): True where a key is attended; the rows end in 0, 2 and 4 padded keys."""
+    keep = torch.ones(batch, length, dtype=torch.bool)
+    keep[1, -2:], keep[2, -4:] = False, False
+    return keep[:, None, None, :].expand(batch, 1, length, length)
+
+
+@pytest.mark.parametrize("case", ["no mask", "padding", "causal", "causal and padding", "additive"])
+def test_fast_attention_computes_transformers_sdpa_attention(case):
+    """With a drop probability that rounds to 0 the plain path runs and drops nothing: it must give
+    transformers' own SDPA attention (dropout 0) for every kind of mask it may be handed."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    query, key, value = attention_inputs()
+    causal = torch.ones(7, 7, dtype=torch.bool).tril()
+    mask = {"no mask": None, "padding": padding_mask(), "causal": None, "causal and padding": padding_mask() & causal,
+            "additive": torch.where(padding_mask(), 0.0, torch.finfo(torch.float32).min)}[case]
+    module = Attention(is_causal=case.startswith("causal"))
+    ours, _ = attention_with_fast_dropout(module, query, key, value, mask, dropout=1e-7, scaling=0.3)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=0.0, scaling=0.3)
+    assert ours.shape == theirs.shape == (3, 7, 2, 8)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_attention_drops_probabilities_with_fastdropouts_mask():
+    query, key, value = attention_inputs()
+    torch.manual_seed(9)
+    ours, _ = attention_with_fast_dropout(Attention(False), query, key, value, padding_mask(), dropout=0.5, scaling=0.3)
+    torch.manual_seed(9)
+    keep = scaled_keep_mask(torch.Size((3, 2, 7, 7)), 0.5, torch.float32, torch.device("cpu"))
+    scores = (query @ key.transpose(-1, -2) * 0.3).masked_fill(~padding_mask(), float("-inf"))
+    expected = ((torch.softmax(scores, -1) * keep) @ value).transpose(1, 2)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+    assert (keep == 0).any()
+
+
+def attention_training(model: nn.Module, training: bool) -> nn.Module:
+    """The model in evaluation but for its attention modules, which then hand their drop probability to the
+    attention function (the rest of the model's dropout, layers or functions, stays off)."""
+    model.eval()
+    for module in model.modules():
+        if training and type(module).__name__.endswith("Attention"):
+            module.train()
+    return model
+
+
+@pytest.mark.parametrize("kind", TINY_KINDS)
+def test_every_architecture_computes_as_before_after_the_switch(kind):
+    """In evaluation (transformers' SDPA function) and with attention training at a drop probability that
+    rounds to 0 (the plain path, FastDropout's mask keeping everything), under every architecture's masks."""
+    model = load_model(f"tiny-{kind}", 2, seed=0, attention_dropout=1e-7)[0]
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p:
+            module.p = 1e-7
+    ids = torch.randint(5, 100, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, :3] = 0  # a left-padded row (decoders) or a row with holes (encoders): masks of every kind
+    with torch.no_grad():
+        expected = {training: attention_training(model, training)(input_ids=ids, attention_mask=mask).logits
+                    for training in (False, True)}
+    was_sdpa = model.config._attn_implementation == "sdpa"
+    use_fast_dropout(model)
+    assert (model.config._attn_implementation == FAST_ATTENTION) == was_sdpa
+    with torch.no_grad():
+        for training in (False, True):
+            logits = attention_training(model, training)(input_ids=ids, attention_mask=mask).logits
+            torch.testing.assert_close(logits, expected[training], rtol=1e-5, atol=1e-5 if training else 1e-6)
+
+
+@pytest.mark.parametrize("model, fast", [("tiny-bert", True), ("tiny-gpt2", True), ("tiny-bert", False)])
+def test_a_cpu_training_run_uses_fast_dropout_unless_switched_off(tmp_path, splits, monkeypatch, model, fast):
     import sendit.train
 
     swapped = []
     monkeypatch.setattr(sendit.train, "use_fast_dropout", lambda model: swapped.append(use_fast_dropout(model)))
     cfg = RunConfig(data=DataConfig(dataset="csv", path="unused", label_names=["negative", "positive"]),
-                    model=ModelConfig(name="tiny-bert", max_length=32), method=MethodConfig(name="lora", lr=1e-2),
+                    model=ModelConfig(name=model, max_length=32), method=MethodConfig(name="lora", lr=1e-2),
                     train=TrainConfig(max_steps=3, batch_size=16, threads=1, fast_dropout=fast, device="cpu"))
     execute(cfg, tmp_path / "run", splits)
     assert (swapped[0] > 0) if fast else not swapped
-    assert len(pd.read_csv(tmp_path / "run" / "predictions.csv")) == len(splits.test)
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert len(predictions) == len(splits.test) and predictions[["prob_negative", "prob_positive"]].notna().all().all()

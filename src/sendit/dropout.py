@@ -10,6 +10,12 @@ the rounded probability's 1 / (1 - p), so they stay unbiased) straight into a ma
 dtype, and multiplies by it forward and backward: the same Bernoulli masks in distribution, from the
 same seeded generator. Measured in `benchmarks/results/fast_dropout.md`. On CUDA torch's dropout is a
 fused kernel already: it is left alone there.
+
+The dropout on attention probabilities is no layer: transformers hands its probability to the attention
+function, and torch's attention then leaves its fused kernel for a plain path with torch's dropout.
+`use_fast_dropout` therefore also switches a model on transformers' SDPA attention to FAST_ATTENTION,
+transformers' own SDPA function except when training with dropout, where it computes the same plain
+attention with FastDropout's mask on the probabilities.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from torch import nn
 
 LEVELS = 1 << 16  # uniforms per 16 bits: the resolution of the drop probability
 UNIFORMS_PER_DRAW = 4  # 16-bit uniforms in one 64-bit draw
+FAST_ATTENTION = "sendit_fast_dropout"  # the name it is registered under with transformers
 
 
 def scaled_keep_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -59,14 +66,52 @@ class FastDropout(nn.Dropout):
 
 
 def use_fast_dropout(model: nn.Module) -> int:
-    """Replace the model's nn.Dropout layers (its own and a PEFT adapter's) by FastDropout in place;
-    return how many were replaced. Dropout a model applies through a function rather than a layer
-    (transformers' attention-probability dropout, passed to its attention kernel as a number) stays
-    torch's: `model.attention_dropout` decides that one."""
+    """Replace the model's nn.Dropout layers (its own and a PEFT adapter's) by FastDropout in place, and
+    move a model on SDPA attention to FAST_ATTENTION; return how many layers were replaced."""
     replaced = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is nn.Dropout:
                 setattr(module, name, FastDropout(child.p, child.inplace).train(child.training))
                 replaced += 1
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        _register_fast_attention()
+        model.set_attn_implementation(FAST_ATTENTION)
     return replaced
+
+
+def attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                                is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, unless it would drop probabilities: then softmax(q k^T * scaling +
+    mask) with FastDropout's mask, times v, as torch's attention computes it without its fused kernel.
+    Grouped keys, position biases and queries shorter than the keys (a cache) keep transformers' path."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    plain = (dropout > 0 and getattr(module, "num_key_value_groups", 1) == 1 and kwargs.get("position_bias") is None
+             and query.shape[2] == key.shape[2])
+    if not plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    scores = torch.matmul(query, key.transpose(-1, -2)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if attention_mask is None and causal and query.shape[2] > 1:  # as transformers' SDPA function decides
+        attention_mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool, device=query.device).tril()
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        # the dtype's minimum, not -inf: a row with every key masked (a left pad under a causal mask) stays finite
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
+        scores = scores + attention_mask
+    probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probabilities = _Masked.apply(probabilities, scaled_keep_mask(probabilities.shape, dropout, probabilities.dtype,
+                                                                  probabilities.device))
+    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
+
+
+def _register_fast_attention() -> None:
+    """Register FAST_ATTENTION with transformers, with the attention masks it makes for SDPA."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(FAST_ATTENTION, attention_with_fast_dropout)
+    AttentionMaskInterface.register(FAST_ATTENTION, sdpa_mask)
