@@ -50,12 +50,13 @@ def main() -> None:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--methods", default="full,lora")
     ap.add_argument("--n-train", type=int, default=3000)
+    ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ablation.md"))
     args = ap.parse_args()
-    files = prepare_files(ROOT / "benchmarks" / "data" / "ablation", args.n_train, args.n_train)
+    files = prepare_files(ROOT / "benchmarks" / "data" / "ablation", args.n_train, args.n_train, args.n_test, 0, 0)
     variants = {"defaults": None, **{name: override for name, (override, *_) in SWITCHES.items()}}
     results, commands = {}, {}
     for method in args.methods.split(","):
