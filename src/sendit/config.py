@@ -136,8 +136,9 @@ class TrainConfig:
     # With bf16 training: frozen linear weights kept in bf16, the values autocast would cast them to in every
     # forward pass: same results, half their memory, no per-step cast. false: kept in float32.
     bf16_frozen_weights: bool = True
-    # On a CPU, dropout layers draw their masks 16 bits at a time (sendit.dropout; p rounded to 1/65536): the
-    # same masks in distribution at a quarter of the random draws. false: torch's dropout.
+    # On a CPU, training's dropout masks (the layers', and the attention probabilities' under SDPA attention) drawn
+    # 16 bits at a time (sendit.dropout; p rounded to 1/65536): the same masks in distribution at a quarter of the
+    # random draws, 1.1-1.8x faster training (benchmarks/results/fast_dropout.md). false: torch's dropout.
     fast_dropout: bool = True
     # A checkpoint (`checkpoint.safetensors` in the run directory) after the first step that ends this many
     # minutes after the last one (or the start): a killed run, started again by the same `sendit study` or
