@@ -49,7 +49,7 @@ def main() -> None:
     add_arguments(ap, ROOT / "benchmarks" / "results" / "attention_dropout.md")
     args = ap.parse_args()
     variants = {"model's": [], "off": ["--set", OVERRIDE]}
-    speeds, commands = alternate(args, variants, "attention_dropout")
+    speeds, commands = alternate(args, variants)
     write_markdown(Path(args.out), speeds, commands, args, "Attention-probability dropout and training speed, by "
                    "text length", variants, ("train ex/s, dropout 0.1 (the model's)", "train ex/s, "
                                              "`attention_dropout=0`", "speed-up of dropout 0"),
@@ -67,7 +67,7 @@ def add_arguments(ap: argparse.ArgumentParser, out: Path) -> None:
     ap.add_argument("--out", default=str(out))
 
 
-def alternate(args, variants: dict, data_name: str, method_sets: dict | None = None) -> tuple[dict, dict]:
+def alternate(args, variants: dict, method_sets: dict | None = None) -> tuple[dict, dict]:
     """Train examples/s of each of the two `variants` (key -> extra `bench_train.py` arguments) for every
     length and method, alternating their order over args.reps repetitions. `method_sets`: extra arguments
     of a method name that is not one of bench_train's (e.g. sendit's own LoRA)."""
@@ -76,7 +76,7 @@ def alternate(args, variants: dict, data_name: str, method_sets: dict | None = N
     first, second = variants
     reviews, speeds, commands = imdb_train(), {}, {}
     for length in lengths:
-        files = review_files(reviews, ROOT / "benchmarks" / "data" / data_name / str(length),
+        files = review_files(reviews, ROOT / "benchmarks" / "data" / "attention_dropout" / str(length),
                              math.ceil(args.tokens / length), length)
         for method in args.methods.split(","):
             base_method = method.split("-")[0]

@@ -28,7 +28,7 @@ def main() -> None:
     ap.set_defaults(lengths="64,128,256", methods="full,lora,lora-all")
     args = ap.parse_args()
     variants = {"torch": TORCH_DROPOUT, "fast": []}
-    speeds, commands = alternate(args, variants, "attention_dropout", METHOD_SETS)
+    speeds, commands = alternate(args, variants, METHOD_SETS)
     write_markdown(Path(args.out), speeds, commands, args, "FastDropout and training speed, by text length", variants,
                    ("train ex/s, torch's dropout", "train ex/s, FastDropout", "speed-up"),
                    f"FastDropout is the default; torch's dropout adds `{' '.join(TORCH_DROPOUT)}`")
