@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_data, tiny_run
+from conftest import eval_probabilities, tiny_data, tiny_run
 from sendit.artifacts import FORMAT_VERSION, METRICS_FILE, Predictor, RunError, load
 
 
@@ -65,3 +65,25 @@ def test_a_loaded_run_infers_folded_and_computes_the_same_function(tmp_path, met
     peft = [hasattr(p.model, "peft_config") for p in (as_trained, deployed)]
     assert peft == [method != "full", method != "full" and not folds]
     np.testing.assert_allclose(deployed.predict(texts), as_trained.predict(texts), rtol=0, atol=1e-5)
+
+
+def test_a_run_tests_its_model_as_saved_even_after_training_its_frozen_base_in_bf16(tmp_path):
+    """bf16 training keeps a LoRA's frozen base in bf16 (train.bf16_frozen_weights); the saved run's base is
+    the float32 one, folded with the adapter. The run's own test predictions are that model's, as `eval`'s."""
+    from sendit.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
+    from sendit.data import prepare
+    from sendit.run import execute
+
+    data = tiny_data(tmp_path)
+    cfg = RunConfig(data=data, model=ModelConfig(name="tiny-bert", max_length=32),
+                    method=MethodConfig(name="lora", lr=1e-2),
+                    train=TrainConfig(max_steps=3, batch_size=16, precision="bf16", eval_precision="fp32",
+                                      bf16_frozen_weights=True, threads=1, seed=1))
+    row = execute(cfg, tmp_path / "run", prepare(data))
+    assert row["precision"] == "bf16" and row["inference_precision"] == "fp32"
+    frame, probs = eval_probabilities(tmp_path / "run")
+    loaded = Predictor.from_run(tmp_path / "run")
+    assert not hasattr(loaded.model, "peft_config")  # folded
+    logits = loaded.predict(frame["text"].tolist())
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(probs, expected / expected.sum(-1, keepdims=True), rtol=0, atol=1e-6)

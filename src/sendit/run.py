@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, EXTRA_PREDICTIONS_FILE, batching_for, build_model,
-                              prediction_frame, save_trained, write_metrics)
+from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, EXTRA_PREDICTIONS_FILE, Predictor, batching_for,
+                              build_model, prediction_frame, save_trained, write_metrics)
 from sendit.batching import Encoded
 from sendit.checkpoint import Checkpoints, discard, fingerprint
 from sendit.config import DataConfig, RunConfig, save_yaml, to_dict
@@ -91,7 +91,10 @@ def execute(cfg: RunConfig, run_dir: Path, splits, encoded: dict[str, Encoded] |
     run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run_dir / "config.yaml")
     save_trained(model, trainer.saved_names, run_dir / ADAPTER_FILE)
-    model = method.for_inference(model)  # tested as `eval`, `predict` and `serve` will run it
+    # Tested as saved, loaded back as `eval`, `predict` and `serve` load it: a base that trained in bf16
+    # (train.bf16_frozen_weights) is float32 again and the adapter folds into it (for_inference).
+    del model, trainer
+    model = Predictor.from_run(run_dir, device).model
     logits, infer_seconds = predict_logits(model, encoded["test"], cfg.train.eval_batch_size, precision,
                                            **vars(batching))
     labels = encoded["test"].labels
