@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from sendit.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
-from sendit.dropout import (FAST_ATTENTION, LEVELS, FastDropout, attention_with_fast_dropout, scaled_keep_mask,
-                            use_fast_dropout)
+from sendit.dropout import (FAST_ATTENTION, LEVELS, PLAIN_TRAINING_MAX_KEYS, FastDropout, attention_with_fast_dropout,
+                            scaled_keep_mask, use_fast_dropout)
 from sendit.methods import get_method
 from sendit.models import TINY_KINDS, load_model
 from sendit.run import execute
@@ -130,6 +130,23 @@ def test_fast_attention_drops_probabilities_with_fastdropouts_mask():
     expected = ((torch.softmax(scores, -1) * keep) @ value).transpose(1, 2)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
     assert (keep == 0).any()
+
+
+@pytest.mark.parametrize("training, keys, plain", [(True, 7, True), (True, PLAIN_TRAINING_MAX_KEYS, True),
+                                                    (True, PLAIN_TRAINING_MAX_KEYS + 1, False), (False, 7, False)])
+def test_without_dropout_only_training_on_short_sequences_takes_the_plain_path(monkeypatch, training, keys, plain):
+    """Training without attention dropout on up to PLAIN_TRAINING_MAX_KEYS keys runs the plain path (faster there
+    than torch's fused kernel) and computes what SDPA does; evaluation and longer sequences keep SDPA."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    original, calls = sdpa.sdpa_attention_forward, []
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *args, **kw: calls.append(1) or original(*args, **kw))
+    query, key, value = attention_inputs(length=keys)
+    module = Attention(is_causal=False).train(training)
+    ours, _ = attention_with_fast_dropout(module, query, key, value, padding_mask(length=keys), dropout=0.0, scaling=0.3)
+    assert not calls if plain else calls == [1]
+    theirs, _ = original(module, query, key, value, padding_mask(length=keys), dropout=0.0, scaling=0.3)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def attention_training(model: nn.Module, training: bool) -> nn.Module:

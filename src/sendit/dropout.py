@@ -15,7 +15,9 @@ The dropout on attention probabilities is no layer: transformers hands its proba
 function, and torch's attention then leaves its fused kernel for a plain path with torch's dropout.
 `use_fast_dropout` therefore also switches a model on transformers' SDPA attention to FAST_ATTENTION,
 transformers' own SDPA function except when training with dropout, where it computes the same plain
-attention with FastDropout's mask on the probabilities.
+attention with FastDropout's mask on the probabilities, or training on up to PLAIN_TRAINING_MAX_KEYS
+tokens: there the plain path, without a mask, is the faster one too (torch's fused CPU kernel trains
+slower on short sequences), so a model without attention dropout trains tweets no slower than one with it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ from torch import nn
 LEVELS = 1 << 16  # uniforms per 16 bits: the resolution of the drop probability
 UNIFORMS_PER_DRAW = 4  # 16-bit uniforms in one 64-bit draw
 FAST_ATTENTION = "sendit_fast_dropout"  # the name it is registered under with transformers
+# Training on at most this many keys runs the plain attention, dropout or not: on minilm (bf16, AMX Xeon) a
+# training step with attention dropout 0 took 1.1-1.4x as long through torch's fused kernel as through the
+# plain path at 64-128 tokens, 0.6x at 256 (benchmarks/results/attention_dropout.md).
+PLAIN_TRAINING_MAX_KEYS = 128
 
 
 def scaled_keep_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -83,13 +89,15 @@ def use_fast_dropout(model: nn.Module) -> int:
 def attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                 attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                                 is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, unless it would drop probabilities: then softmax(q k^T * scaling +
-    mask) with FastDropout's mask, times v, as torch's attention computes it without its fused kernel.
-    Grouped keys, position biases and queries shorter than the keys (a cache) keep transformers' path."""
+    """transformers' SDPA attention, unless it would drop probabilities or trains on short sequences: then
+    softmax(q k^T * scaling + mask) (with FastDropout's mask), times v, as torch's attention computes it
+    without its fused kernel. Grouped keys, position biases and queries shorter than the keys (a cache) keep
+    transformers' path."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    plain = (dropout > 0 and getattr(module, "num_key_value_groups", 1) == 1 and kwargs.get("position_bias") is None
-             and query.shape[2] == key.shape[2])
+    short_training = module.training and key.shape[2] <= PLAIN_TRAINING_MAX_KEYS
+    plain = ((dropout > 0 or short_training) and getattr(module, "num_key_value_groups", 1) == 1
+             and kwargs.get("position_bias") is None and query.shape[2] == key.shape[2])
     if not plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
@@ -103,8 +111,9 @@ def attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: tor
     elif attention_mask is not None:
         scores = scores + attention_mask
     probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    probabilities = _Masked.apply(probabilities, scaled_keep_mask(probabilities.shape, dropout, probabilities.dtype,
-                                                                  probabilities.device))
+    if dropout > 0:
+        probabilities = _Masked.apply(probabilities, scaled_keep_mask(probabilities.shape, dropout,
+                                                                      probabilities.dtype, probabilities.device))
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
 
