@@ -202,10 +202,10 @@ def attention_dropout_field(config) -> str | None:
 
 def set_attention_dropout(config, value: float, name: str) -> None:
     """Set the attention-probability dropout of any supported architecture. A regulariser, and a
-    speed knob whose worth grows with length: at 0, training on a CPU ran 0.9x as fast on tweets (64
-    tokens), 2.2-2.4x at 256 and 3.8-4.0x at 512 against torch's dropout (benchmarks/results/
-    attention_dropout.md; less against sendit.dropout's), since dropout keeps torch's CPU attention off
-    its fused kernel. `sendit doctor --length N` times it."""
+    speed knob whose worth grows with length: at 0, training on a CPU ran 1.05-1.16x as fast up to 128
+    tokens, 1.2-1.3x at 256 and ~2x at 512 against sendit.dropout's (2.2-2.4x and 3.8-4.0x against torch's
+    dropout; benchmarks/results/attention_dropout.md), since dropout keeps torch's CPU attention off its
+    fused kernel. `sendit doctor --length N` times it."""
     field_name = attention_dropout_field(config)
     if field_name is None:
         raise ModelError(f"model.attention_dropout: '{name}' ({config.model_type}) has none of the config "
