@@ -1,5 +1,5 @@
-"""One run, top to bottom: model -> method -> train -> evaluate -> artifacts (`sendit.artifacts`
-holds the saved-run format and loads runs back).
+"""One run, top to bottom: model -> method -> train -> save -> test the run as saved, loaded back the one
+way every saved run is (`sendit.artifacts` holds the saved-run format and loads runs back).
 
 A run knows no distillation: it trains with the loss its caller hands it (`sendit.distill.loss_for`).
 """
