@@ -144,11 +144,16 @@ def test_distill_with_a_transfer_teacher_runs_four_arms_and_the_control_trains_o
     result = CliRunner().invoke(app, ["distill", "--teacher", str(tmp_path / "teacher"), "--student", "tiny-bert",
                                       "--lr", "1e-3", "--batch-size", "32", "--seeds", "1", "--out",
                                       str(tmp_path / "kd"), "-s", "train.max_steps=2", "-s", "train.threads=1",
-                                      "-s", "train.bf16=false", "-s", "report=false"])
+                                      "-s", "train.bf16=false"])
     assert result.exit_code == 0, result.output
     assert "transfer set 100" in result.output
     results = pd.read_csv(tmp_path / "kd" / "results.csv").set_index("method")
     assert results.transfer.to_dict() == {"full": "none", "full+kd": "none", "full+transfer": "labels",
                                           "full+kd+transfer": "teacher"}
+    # The arms share the study's training split (the transfer texts are their addition): every two are compared
+    # on the shared test set, and the report's recommendation weighs all four.
+    assert results.train_size.nunique() == 1 and results.train_size.iloc[0] == len(prepare(cfg).train)
+    assert len(pd.read_csv(tmp_path / "kd" / "pairwise.csv")) == 6
+    assert (tmp_path / "kd" / "report.html").is_file()
     assert (pd.read_csv(tmp_path / "kd" / "summary.csv").method.tolist()
             == ["full", "full+kd", "full+transfer", "full+kd+transfer"])

@@ -120,6 +120,17 @@ def finished_runs(directory: Path) -> list[str]:
     return sorted(path.parent.name for path in (directory / "runs").glob("*/metrics.json"))
 
 
+def split_train_size(metrics: dict) -> int | None:
+    """A run's training split as the study drew it (what `sizes` varies), the key its configurations are
+    compared by: a run's transfer texts (`transfer: labels | teacher`), which its data_stats count in its train
+    split, are its method's addition (counted in train_examples), so distillation's arms compare with each other."""
+    stats = metrics.get("data_stats", {})
+    size = stats.get("split_sizes", {}).get("train")
+    if size is not None and stats.get("transfer") in ("labels", "teacher"):
+        size -= stats.get("transfer_size", 0)
+    return size
+
+
 def collect(directory: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
     """The finished runs (all, or those of `run_ids` in that order) as one table, RESULT_COLUMNS first."""
     if run_ids is None:
@@ -129,8 +140,7 @@ def collect(directory: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
         path = directory / "runs" / name / "metrics.json"
         if path.is_file():
             metrics = json.loads(path.read_text())
-            train_size = metrics.get("data_stats", {}).get("split_sizes", {}).get("train")
-            rows.append({"run_id": name, "config_id": config_id(name), "train_size": train_size,
+            rows.append({"run_id": name, "config_id": config_id(name), "train_size": split_train_size(metrics),
                          "trial": trial_number(name), **metrics["row"]})
     frame = pd.DataFrame(rows)
     if frame.empty:
