@@ -3,7 +3,8 @@
 configs/distill_minilm.yaml) as one markdown file.
 
 Per task: the teacher, then each student method without and with KD (mean ± std over seeds), the
-paired KD gain (with KD minus without, seed by seed, same data), parameters, size on disk, and
+paired KD gain (an arm `X+kd...` minus the same arm without `+kd`, seed by seed, same data: full+kd+transfer
+against its control full+transfer), parameters, size on disk, and
 inference examples/s (bf16, length-sorted batches, tokenisation excluded) with the speed-up over
 the teacher, re-measured by `--measure` (teacher and one run of each student, interleaved twice:
 run it on an otherwise idle machine), else as `sendit distill` measured them at the end of its run.
@@ -68,8 +69,9 @@ def task_rows(directories: list[Path], measure: bool) -> tuple[list[str], dict]:
             label = row["model"].split(" (")[0]
             runs = results[results["method"] == label].sort_values("seed")
             gain = {"acc": "", "f1": ""}
-            if label.endswith("+kd"):
-                base = results[results["method"] == label.removesuffix("+kd")].set_index("seed")
+            control = label.replace("+kd", "", 1)  # full+kd -> full; full+kd+transfer -> full+transfer
+            if control != label and (results["method"] == control).any():
+                base = results[results["method"] == control].set_index("seed")
                 for key, column in (("acc", "test_accuracy"), ("f1", "test_f1_macro")):
                     diff = (runs.set_index("seed")[column] - base[column]).dropna() * 100
                     gain[key] = f"{diff.mean():+.2f} ± {diff.std(ddof=1):.2f} pts"
