@@ -126,7 +126,7 @@ def split_train_size(metrics: dict) -> int | None:
     split, are its method's addition (counted in train_examples), so distillation's arms compare with each other."""
     stats = metrics.get("data_stats", {})
     size = stats.get("split_sizes", {}).get("train")
-    if size is not None and stats.get("transfer") in ("labels", "teacher"):
+    if size is not None and stats.get("transfer", "none") != "none":
         size -= stats.get("transfer_size", 0)
     return size
 
