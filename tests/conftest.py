@@ -117,16 +117,18 @@ def tiny_data(directory):
     return DataConfig(dataset="csv", path=str(path), label_names=LABELS)
 
 
-def tiny_run(directory, data, method="lora", lr=1e-2, seed=1, model="tiny-bert", padding_side=None, options=None):
-    """A three-step fp32 tiny run (tiny-bert unless `model` says; `options`: the method's) on `data`, saved as
-    a study saves it (so `sendit eval` finds its data)."""
+def tiny_run(directory, data, method="lora", lr=1e-2, seed=1, model="tiny-bert", padding_side=None, options=None,
+             **train):
+    """A three-step fp32 tiny run (tiny-bert unless `model` says; `options`: the method's; `train`: TrainConfig
+    fields to change) on `data`, saved as a study saves it (so `sendit eval` finds its data)."""
     from sendit.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
     from sendit.data import prepare
     from sendit.run import execute
 
     cfg = RunConfig(data=data, model=ModelConfig(name=model, max_length=32, padding_side=padding_side),
                     method=MethodConfig(name=method, lr=lr, options=options or {}),
-                    train=TrainConfig(max_steps=3, batch_size=16, bf16=False, threads=1, seed=seed))
+                    train=TrainConfig(**{"max_steps": 3, "batch_size": 16, "precision": "fp32", "eval_precision": "fp32",
+                                         "threads": 1, "seed": seed, **train}))
     execute(cfg, directory, prepare(data))
     return directory
 

@@ -71,18 +71,10 @@ def test_a_loaded_run_infers_folded_and_computes_the_same_function(tmp_path, met
 def test_a_run_tests_its_model_as_saved_even_after_training_its_frozen_base_in_bf16(tmp_path):
     """bf16 training keeps a LoRA's frozen base in bf16 (train.bf16_frozen_weights); the saved run's base is
     the float32 one, folded with the adapter. The run's own test predictions are that model's, as `eval`'s."""
-    from sendit.config import MethodConfig, ModelConfig, RunConfig, TrainConfig
-    from sendit.data import prepare
-    from sendit.run import execute
-
-    data = tiny_data(tmp_path)
-    cfg = RunConfig(data=data, model=ModelConfig(name="tiny-bert", max_length=32),
-                    method=MethodConfig(name="lora", lr=1e-2),
-                    train=TrainConfig(max_steps=3, batch_size=16, precision="bf16", eval_precision="fp32",
-                                      bf16_frozen_weights=True, threads=1, seed=1))
-    row = execute(cfg, tmp_path / "run", prepare(data))
+    run = tiny_run(tmp_path / "run", tiny_data(tmp_path), precision="bf16", bf16_frozen_weights=True)
+    row = json.loads((run / METRICS_FILE).read_text())["row"]
     assert row["precision"] == "bf16" and row["inference_precision"] == "fp32"
-    frame, probs = eval_probabilities(tmp_path / "run")
-    loaded = Predictor.from_run(tmp_path / "run")
+    frame, probs = eval_probabilities(run)
+    loaded = Predictor.from_run(run)
     assert not hasattr(loaded.model, "peft_config")  # folded
     np.testing.assert_allclose(probs, softmax(loaded.predict(frame["text"].tolist())), rtol=0, atol=1e-6)
