@@ -176,6 +176,20 @@ def test_report_of_a_grid_over_seeds_and_sizes(full_study):
     assert "sarcasm" in html and "with negation" in html and "Most confident mistakes" in html
 
 
+def test_a_sizes_study_still_running_is_reported_where_every_method_has_runs(tmp_path):
+    """Full FT has not reached 4,000 examples yet: the methods are compared at 1,000 (pairwise.csv pairs runs
+    of one size only; the report crashed looking for a pair across sizes), the size curve shows every run."""
+    directory = build_study(tmp_path, "sizes_running", {"head": FULL_WINS["head"], "full": FULL_WINS["full"]},
+                            sizes=(1000, 4000))
+    shutil.rmtree(directory / "runs" / "full-lr0.001-bs32-seed1-n4000")
+    write_results(directory)
+    report = analyse(load_study(directory))
+    assert report.summary["train_size"].tolist() == [1000, 1000]
+    assert report.recommendation.method == "full"
+    assert write_report(directory) == directory / "report.html"
+    assert "f1_vs_size" in {p.stem for p in (directory / "figures").glob("*.png")}
+
+
 def test_different_winners_give_different_recommendations(lora_study, full_report):
     lora = analyse(load_study(lora_study[0])).recommendation
     full = full_report.recommendation

@@ -308,10 +308,15 @@ def test_selection_ranks_on_the_metric_the_runs_were_selected_on():
         select(pd.concat([validated("accuracy")[:2], validated(None)[2:]]))
 
 
-def test_best_per_method_is_the_selection_on_the_largest_training_set():
+def test_best_per_method_is_the_selection_on_the_largest_training_set_every_method_reached():
+    """bitfit has not reached 200 (a sizes study still running): both compare at 100, as pairwise.csv pairs."""
     best = best_per_method(SELECTION)
     assert best.index.tolist() == ["lora", "bitfit"]  # the table's order
-    assert best.run_id.tolist() == ["lora-n200-A-seed1", "bitfit-n100-C-seed2"]
+    assert best.run_id.tolist() == ["lora-n100-B-seed2", "bitfit-n100-C-seed2"]
+    finished = pd.concat([SELECTION, run_table([("bitfit", 200, "bitfit-n200-C", 1, 0.6, 0.5)])], ignore_index=True)
+    assert best_per_method(finished).run_id.tolist() == ["lora-n200-A-seed1", "bitfit-n200-C-seed1"]
+    apart = pd.concat([SELECTION[SELECTION["train_size"] == 200], SELECTION[SELECTION["method"] == "bitfit"]])
+    assert best_per_method(apart).run_id.tolist() == ["lora-n200-A-seed1", "bitfit-n100-C-seed2"]  # none shared
 
 
 def test_reseed_plan_reruns_the_mean_best_configuration_per_size_on_the_missing_seeds():

@@ -82,7 +82,8 @@ def configured(directory: Path) -> DeployConfig:
 
 
 def selected_runs(directory: Path) -> list[tuple[str, str]]:
-    """(method, run id) of each trained method's selected run (validation only, largest training set)."""
+    """(method, run id) of each trained method's selected run (validation only, the largest training set every
+    method reached)."""
     if not (directory / "results.csv").is_file():
         raise InputError(f"{directory}: not a study directory (no results.csv); run `sendit study` first")
     best = best_per_method(pd.read_csv(directory / "results.csv"))

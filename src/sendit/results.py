@@ -101,8 +101,15 @@ def select(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_per_method(results: pd.DataFrame) -> pd.DataFrame:
-    """Each method's selected run on its largest training set, indexed by method in the table's order."""
-    chosen = select(results).sort_values("train_size", kind="stable", na_position="first")
+    """Each method's selected run on the largest training set every method reached (where they share none,
+    its own largest), indexed by method in the table's order: a sizes study still running compares its
+    methods on the same training data, as pairwise.csv's tests do."""
+    chosen = select(results)
+    reached = chosen.dropna(subset=["train_size"]).groupby("method", sort=False)["train_size"].apply(set)
+    shared = set.intersection(*reached) if 0 < len(reached) == chosen["method"].nunique() else set()
+    if shared:
+        chosen = chosen[chosen["train_size"] == max(shared)]
+    chosen = chosen.sort_values("train_size", kind="stable", na_position="first")
     best = chosen.drop_duplicates("method", keep="last").set_index("method")
     return best.loc[list(dict.fromkeys(results["method"]))]
 

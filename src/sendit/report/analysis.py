@@ -51,7 +51,8 @@ class Study:
 
     @cached_property
     def best(self) -> pd.DataFrame:
-        """Each method's selected run (validation only, largest training set): the notebook files' run."""
+        """Each method's selected run (validation only, the largest training set all reached): the notebook
+        files' run."""
         return best_per_method(self.results).loc[self.methods]
 
     def run_dir(self, method: str) -> Path:

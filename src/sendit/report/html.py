@@ -316,8 +316,8 @@ def render_html(report: Report, figures: list[Drawn]) -> str:
     rec, name = report.recommendation, escape(report.study.name)
     sections = [
         ("results", "Results", f"<p class=note>Test-set metrics of each method's configuration selected on "
-         f"{escape(_selected_on(report))}, on the largest training set: mean ± std over its seeds; {INTERVAL_NOTE}; "
-         "the recommended method is highlighted.</p><h3>Quality</h3>"
+         f"{escape(_selected_on(report))}, on the largest training set every method reached: mean ± std over "
+         f"its seeds; {INTERVAL_NOTE}; the recommended method is highlighted.</p><h3>Quality</h3>"
          + to_html(quality_table(report)) + "<h3>Cost</h3>" + to_html(cost_table(report)) + _deployment(report)),
         ("significance", "Significance", f"<p class=note>Each pair of methods' selected configurations on the "
          "shared test set, seed by seed on the seeds both ran (accuracies: their mean; only A / only B right: "
