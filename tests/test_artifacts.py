@@ -8,8 +8,9 @@ import torch
 import yaml
 
 from conftest import eval_probabilities, tiny_data, tiny_run
-from sendit.artifacts import FORMAT_VERSION, METRICS_FILE, Predictor, RunError, load
+from sendit.artifacts import FORMAT_VERSION, Predictor, RunError, load
 from sendit.calibration import softmax
+from sendit.results import METRICS_FILE
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ from conftest import seed_interval, seeds_and_test_interval
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
-from sendit.artifacts import EXTRA_PREDICTIONS_FILE
 from sendit.cli import app
 from sendit.report import ReportError, analyse, load_study, track, write_report
 from sendit.report.analysis import has_negation
-from sendit.results import write_results
+from sendit.results import EXTRA_PREDICTIONS_FILE, write_results
 
 LABELS = ["negative", "positive"]
 TEXTS = ["i dont like mondays", "not bad at all", "what a great day", "cant wait for the weekend", "so tired of this",

@@ -29,12 +29,11 @@ from sendit.io import atomic_write, atomic_write_json
 from sendit.hardware import Decision, inference_precision, representative_batch
 from sendit.methods import get_method
 from sendit.models import load_model
+from sendit.results import METRICS_FILE
 from sendit.train import VALIDATION_COLUMNS, Batching
 
 FORMAT_VERSION = 1  # raise it when a file changes in a way an older sendit cannot read
 ADAPTER_FILE = "adapter.safetensors"
-METRICS_FILE = "metrics.json"
-EXTRA_PREDICTIONS_FILE = "extra_predictions.csv"  # the source's extra evaluation sets, column `subset`
 
 
 class RunError(InputError):

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from sendit.errors import InputError
+from sendit.io import atomic_write_text
 
 
 class ConfigError(InputError):
@@ -497,6 +498,4 @@ def build(cls: type, values: dict, where: str = "config") -> Any:
 
 
 def save_yaml(config: Any, path: str | Path) -> None:
-    from sendit.io import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -25,11 +25,12 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from sendit.artifacts import METRICS_FILE, Predictor
+from sendit.artifacts import Predictor
 from sendit.config import ConfigError, DataConfig, DistillConfig, RunConfig, StudyConfig, load_run
 from sendit.io import atomic_write, atomic_write_csv
 from sendit.methods import get_method
-from sendit.models import cache_dir
+from sendit.models import cache_dir, count_parameters
+from sendit.results import METRICS_FILE, collect, select, selection_scores
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float,
@@ -106,8 +107,6 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
     """Forward-pass examples/s of a saved run in bf16 on length-sorted batches (tokenising excluded),
     in its deployed form: a LoRA/DoRA/IA3 adapter folded into the weights (same function, no extra
     matmuls); parameters counted before folding."""
-    from sendit.models import count_parameters
-
     predictor = Predictor.from_run(run_dir, as_trained=True)
     _, total = count_parameters(predictor.model)
     predictor = dataclasses.replace(predictor, model=get_method(predictor.cfg.method).for_inference(predictor.model))
@@ -120,8 +119,6 @@ def measure_inference(run_dir: Path, texts: list[str], batch_size: int) -> dict:
 def teacher_run(path: str | Path) -> Path:
     """A run directory as it is; a study directory: its best run on validation, by the study's selection
     metric (each method's selected configuration, then the best of those; test metrics are not consulted)."""
-    from sendit.results import collect, select, selection_scores
-
     path = Path(path)
     if (path / METRICS_FILE).is_file():
         return path

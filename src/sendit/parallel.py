@@ -18,9 +18,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from sendit.config import ConfigError, RunConfig
+from sendit.io import atomic_write
 from sendit.logs import quiet_libraries
 from sendit.plan import PlannedRun, StudyData
 from sendit.pruning import pruning_hook
+from sendit.results import METRICS_FILE
 
 Finished = Iterator[tuple[PlannedRun, dict]]
 
@@ -179,8 +181,5 @@ def _run_on_ray(planned: PlannedRun, data: StudyData) -> tuple[dict, dict[str, b
 
 def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
     """Write a run's files atomically, metrics.json last: until then the run does not count as done."""
-    from sendit.io import atomic_write
-    from sendit.artifacts import METRICS_FILE
-
     for name in sorted(files, key=lambda name: name == METRICS_FILE):
         atomic_write(run_dir / name, lambda tmp: tmp.write_bytes(files[name]))

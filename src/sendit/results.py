@@ -25,6 +25,8 @@ RESULT_COLUMNS = ["run_id", "method", "lr", "batch_size", "epochs", "seed", "bes
                   "f1_per_m_params", "inference_time_sec", "adapter_mb", "config_id", "train_size"]
 # The SEND-IT visualisation notebook reads these columns of <method>_results.csv.
 NOTEBOOK_COLUMNS = ["lr", "batch_size", "best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb", "seed"]
+METRICS_FILE = "metrics.json"  # a run's metrics, written last (sendit.artifacts): its presence marks the run done
+EXTRA_PREDICTIONS_FILE = "extra_predictions.csv"  # the source's extra evaluation sets, column `subset`
 DEPLOY_FILE = "deploy.csv"  # each method's selected run measured as deployed (sendit.deploy_study)
 SEED_PART = re.compile(r"-seed-?\d+(?=-|$)")  # the seed's part of a run id
 TRIAL_PART = re.compile(r"-trial(\d+)(?=-|$)")  # a search trial's number in its run id
@@ -117,14 +119,12 @@ def best_per_method(results: pd.DataFrame) -> pd.DataFrame:
 # -- results --------------------------------------------------------------------------------------
 
 def is_done(run_dir: Path) -> bool:
-    from sendit.artifacts import METRICS_FILE
-
     return (run_dir / METRICS_FILE).is_file()
 
 
 def finished_runs(directory: Path) -> list[str]:
     """The ids of the study directory's finished runs (those with a metrics.json), sorted."""
-    return sorted(path.parent.name for path in (directory / "runs").glob("*/metrics.json"))
+    return sorted(path.parent.name for path in (directory / "runs").glob(f"*/{METRICS_FILE}"))
 
 
 def split_train_size(metrics: dict) -> int | None:
@@ -144,7 +144,7 @@ def collect(directory: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
         run_ids = finished_runs(directory)
     rows = []
     for name in run_ids:
-        path = directory / "runs" / name / "metrics.json"
+        path = directory / "runs" / name / METRICS_FILE
         if path.is_file():
             metrics = json.loads(path.read_text())
             rows.append({"run_id": name, "config_id": config_id(name), "train_size": split_train_size(metrics),
@@ -283,4 +283,4 @@ def _predictions(directory: Path, run_ids) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _num_classes(directory: Path, run_id: str) -> int:
-    return len(json.loads((directory / "runs" / run_id / "metrics.json").read_text())["label_names"])
+    return len(json.loads((directory / "runs" / run_id / METRICS_FILE).read_text())["label_names"])

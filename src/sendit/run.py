@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, EXTRA_PREDICTIONS_FILE, Predictor, batching_for,
-                              build_model, prediction_frame, save_trained, write_metrics)
+from sendit.artifacts import (ADAPTER_FILE, EPOCH_LOG_COLUMNS, Predictor, batching_for, build_model,
+                              prediction_frame, save_trained, write_metrics)
 from sendit.batching import Encoded
 from sendit.checkpoint import Checkpoints, discard, fingerprint
 from sendit.config import DataConfig, RunConfig, save_yaml, to_dict
@@ -28,6 +28,7 @@ from sendit.hardware import inference_precision, representative_batch, resolve_d
 from sendit.measure import file_mb, memory_kind, memory_mb, peak_memory_mb, peak_reserved_mb, reset_peak_memory
 from sendit.models import count_parameters
 from sendit.provenance import provenance
+from sendit.results import EXTRA_PREDICTIONS_FILE
 from sendit.train import VALIDATION_COLUMNS, Batching, LossHook, ProgressHook, Trainer, ValidationHook, epoch_log_scores
 
 

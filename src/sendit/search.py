@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sendit.config import RunConfig, StudyConfig
+from sendit.methods import get_method
 from sendit.parallel import examples_to_train, execute_runs
 from sendit.plan import Choices, PlannedRun, Range, apply_grid_point, method_config, name_configuration, search_spaces
 from sendit.pruning import TrialRef, import_optuna, journal_storage, make_pruner
@@ -179,8 +180,6 @@ class MethodSearch:
 
 
 def _method_lr(method):
-    from sendit.methods import get_method
-
     return get_method(method).lr
 
 

@@ -6,6 +6,8 @@ import math
 import pandas as pd
 from rich.table import Table
 
+from sendit.results import best_per_method
+
 # (column, header, format): what the method reaches, then what it costs.
 QUALITY = [
     ("lr", "lr", "{:g}"), ("test_accuracy", "test acc", "{:.4f}"), ("test_f1_macro", "F1 macro", "{:.4f}"),
@@ -32,8 +34,6 @@ def _cell(value, fmt: str) -> str:
 
 def results_table(results: pd.DataFrame, title: str, columns=QUALITY) -> Table:
     """The best run of each method (chosen on validation, by the selection metric), with the given columns."""
-    from sendit.results import best_per_method
-
     table = Table(title=title, header_style="bold")
     table.add_column("method")
     for _, header, _ in columns:
@@ -45,8 +45,6 @@ def results_table(results: pd.DataFrame, title: str, columns=QUALITY) -> Table:
 
 def per_class_table(results: pd.DataFrame, label_names: list[str]) -> Table:
     """Per-class precision/recall/F1 and the confusion matrix (rows: true class) of each method's best run."""
-    from sendit.results import best_per_method
-
     table = Table(title="per class, test set (P / R / F1); confusion matrix rows = true class", header_style="bold")
     table.add_column("method")
     for name in label_names:

@@ -24,7 +24,7 @@ import torch
 from sendit.config import ConfigError
 from sendit.decoders import position_ids_from_mask
 from sendit.methods.base import PeftMethod, register_method
-from sendit.models import head_module_names
+from sendit.models import embedded_minilm_path, head_module_names
 
 INITS = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
 # Decoders whose position ids ignore the attention mask (OPT derives them from the mask itself).
@@ -59,8 +59,7 @@ def prompt_tuning_config(model, options: PromptTuningOptions):
 
 
 def _tiny_model_tokenizer() -> str:
-    from sendit.models import embedded_minilm_path  # tiny test models use the MiniLM tokenizer
-
+    """Tiny test models use the MiniLM tokenizer."""
     return str(embedded_minilm_path())
 
 

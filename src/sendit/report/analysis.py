@@ -20,8 +20,9 @@ import yaml
 from sendit.config import ConfigError
 from sendit.methods.base import display_name, is_baseline
 from sendit.stats import format_p
-from sendit.results import (ALPHA, DEPLOY_FILE, INTERVAL_METRICS, METRICS, STATISTICS_VERSION, best_per_method,
-                            collect, selection_metric, selection_scores, write_statistics)
+from sendit.results import (ALPHA, DEPLOY_FILE, EXTRA_PREDICTIONS_FILE, INTERVAL_METRICS, METRICS, METRICS_FILE,
+                            STATISTICS_VERSION, best_per_method, collect, selection_metric, selection_scores,
+                            write_statistics)
 
 # Negation cues in cleaned text: apostrophes may be gone ("dont", "cant") or turned into a space.
 NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|nowhere|cannot|\w+n['’]t"
@@ -94,7 +95,7 @@ def load_study(directory: str | Path) -> Study:
     configured = [m.get("label") or m.get("name") for m in config.get("methods", [])]
     methods = [m for m in configured if m in present] + [m for m in present if m not in configured]
     largest = results.loc[results["train_size"].idxmax(), "run_id"]  # its data_stats describe the full splits
-    metrics_path = directory / "runs" / largest / "metrics.json"
+    metrics_path = directory / "runs" / largest / METRICS_FILE
     if not metrics_path.is_file():
         raise ReportError(f"{metrics_path}: missing; a report needs its study's run directories (their metrics.json "
                           "and predictions.csv; benchmarks/commit_study.py copies them without the weights)")
@@ -351,8 +352,6 @@ def negation_accuracy(study: Study) -> pd.DataFrame:
 def subset_accuracy(study: Study) -> pd.DataFrame | None:
     """Accuracy on the test set beside the source's extra evaluation sets (SemEval's sarcasm tweets),
     when every selected run scored them (`EXTRA_PREDICTIONS_FILE`, column `subset`)."""
-    from sendit.artifacts import EXTRA_PREDICTIONS_FILE
-
     if not all((study.run_dir(m) / EXTRA_PREDICTIONS_FILE).is_file() for m in study.methods):
         return None
     frames = {m: pd.concat([study.predictions[m].assign(subset="test"), study.run_file(m, EXTRA_PREDICTIONS_FILE)])
