@@ -6,8 +6,8 @@ Per task: the teacher, then each student method without and with KD (mean ± std
 paired KD gain (an arm `X+kd...` minus the same arm without `+kd`, seed by seed, same data: full+kd+transfer
 against its control full+transfer), parameters, size on disk, and
 inference examples/s (bf16, length-sorted batches, tokenisation excluded) with the speed-up over
-the teacher, re-measured by `--measure` (teacher and one run of each student, interleaved twice:
-run it on an otherwise idle machine), else as `sendit distill` measured them at the end of its run.
+the teacher, re-measured by `--measure` (teacher and one run of each student, the best of two
+interleaved rounds, `sendit.distill.inference_speeds`: run it on an otherwise idle machine), else as `sendit distill` measured them at the end of its run.
 Adapters are measured folded into the weights, as deployed; size on disk is the saved file (for an
 adapter run, the adapter and head only).
 
@@ -20,28 +20,15 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from machine import cpu_model
 
 
-def measure_speed(teacher: Path, student_runs: list[Path], texts: list[str], batch_size: int) -> dict:
-    """Inference examples/s of the teacher and each student: the best of two interleaved rounds (the
-    first model measured in a process pays one-off costs: 444 vs 715 ex/s for the same teacher)."""
-    from sendit.distill import measure_inference
-
-    speeds: dict[str, list[float]] = {}
-    for _ in range(2):
-        for run in [teacher, *student_runs]:
-            speeds.setdefault(str(run), []).append(
-                measure_inference(run, texts, batch_size)["inference_examples_per_s_bf16"])
-    return {run: float(np.max(values)) for run, values in speeds.items()}
-
-
 def task_rows(directories: list[Path], measure: bool) -> tuple[list[str], dict]:
     from sendit.config import load_run
     from sendit.data import prepare
+    from sendit.distill import inference_speeds
 
     summaries = [pd.read_csv(d / "distill_summary.csv") for d in directories]
     results = pd.concat([pd.read_csv(d / "results.csv").assign(directory=str(d)) for d in directories])
@@ -55,7 +42,8 @@ def task_rows(directories: list[Path], measure: bool) -> tuple[list[str], dict]:
     if measure:
         cfg = load_run(teacher_dir / "config.yaml")
         texts = prepare(cfg.data).test["text"].tolist()
-        speed = measure_speed(teacher_dir, list(student_runs.values()), texts, cfg.train.eval_batch_size)
+        measured = inference_speeds([teacher_dir, *student_runs.values()], texts, cfg.train.eval_batch_size)
+        speed = {str(run): m["inference_examples_per_s_bf16"] for run, m in measured.items()}
     teacher_speed = speed.get(str(teacher_dir), teacher["inference_examples_per_s_bf16"])
     lines = ["| model | seeds | test acc | macro-F1 | KD gain acc (paired) | KD gain F1 (paired) | params | "
              "size MB | infer ex/s (bf16) | vs teacher |", "|---|---|---|---|---|---|---|---|---|---|",

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from sendit.cli import app
 from sendit.config import DistillConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, load_run, to_dict
 from sendit.artifacts import load
-from sendit.distill import loss_for, teacher_logits
+from sendit import distill
+from sendit.distill import inference_speeds, loss_for, teacher_logits
 from sendit.run import execute
 
 
@@ -188,3 +189,20 @@ def test_distill_command_is_a_study_with_and_without_kd(tiny_teacher, tmp_path):
     assert pd.read_csv(out / "results.csv").run_id.tolist() == ["full-lr0.001-bs16-ep1-seed3",
                                                                 "full+kd-lr0.001-bs16-ep1-seed3"]
     assert "distillation: test set" in result.output and (out / "distill_summary.csv").is_file()
+
+
+def test_inference_speeds_are_the_fastest_of_interleaved_rounds(monkeypatch, tmp_path):
+    """The teacher measured first in a process pays one-off costs: measured alone, once, it looked slower than
+    it is and every student's speed-up larger. Rounds interleave the models and keep each one's fastest."""
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    slow_first = iter([400.0, 900.0, 700.0, 880.0])  # teacher, student, teacher, student
+    calls = []
+
+    def measure(run_dir, texts, batch_size):
+        calls.append(run_dir)
+        return {"inference_examples_per_s_bf16": next(slow_first), "params": 1, "model": run_dir.name}
+
+    monkeypatch.setattr(distill, "measure_inference", measure)
+    speeds = inference_speeds([teacher, student], ["a text"], 8)
+    assert calls == [teacher, student, teacher, student]
+    assert {run: m["inference_examples_per_s_bf16"] for run, m in speeds.items()} == {teacher: 700.0, student: 900.0}
