@@ -3,9 +3,11 @@ split), its row count, per-class metrics beside the confusion matrix, per-exampl
 import pandas as pd
 import pytest
 from conftest import LABELS, synthetic_frame, tiny_data, tiny_run
+from test_datasets import imdb_shards
 from typer.testing import CliRunner
 
 from sendit.cli import app
+from sendit.config import DataConfig
 
 runner = CliRunner()
 
@@ -54,3 +56,15 @@ def test_unknown_split_lists_all(run, labelled):
     result = runner.invoke(app, ["eval", str(run), "--dataset", "csv:everything", "--data-path", str(labelled)])
     assert result.exit_code == 2
     assert "csv:everything: no such split; csv has train, val, test, all" in " ".join(result.output.split())
+
+
+def test_a_named_test_split_is_the_published_one_whole_not_the_runs_sample(tmp_path):
+    """A run scored on a sample of IMDb's test reviews (data.test_sample, for speed) is scored on all of them by
+    `--dataset imdb:test` (seed 003's largest sizes); without --dataset, on its own sample, as it was tested."""
+    folder = imdb_shards(tmp_path / "imdb", n=20)
+    data = DataConfig(dataset="imdb", path=str(folder), split=[0.9, 0.1, 0.0], test_sample=10)
+    run = tiny_run(tmp_path / "run", data)
+    for args, examples in (([], 10), (["--dataset", "imdb:test"], 40)):
+        result = runner.invoke(app, ["eval", str(run), *args])
+        assert result.exit_code == 0, result.output
+        assert f"on imdb:test: {examples} examples" in " ".join(result.output.split())

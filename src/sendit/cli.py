@@ -258,7 +258,9 @@ def model_shrink(name: str = typer.Argument(..., help="Model alias or directory,
 def evaluate(run: Path = typer.Argument(..., help="A run directory"),
              dataset: Optional[str] = typer.Option(
                  None, help="NAME or NAME:SPLIT; NAME:all is every example. Default: the run's test split; "
-                            "for another dataset (or --data-path) its own test split if it has one, else all"),
+                            "the run's own NAME:test is its dataset's whole test split (not the run's "
+                            "data.test_sample); another dataset (or --data-path): its own test split if it has "
+                            "one, else all"),
              data_path: Optional[str] = typer.Option(None, help="File or folder of that dataset"),
              out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write per-example predictions to this CSV"),
              device: str = DeviceOption):
@@ -281,6 +283,8 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
         if name != cfg.data.dataset or data_path:  # another dataset: none of the run's sampling applies
             data = replace(cfg.data, dataset=name, path=data_path, format=None, sample=None, test_sample=None)
             split = split or _guard(lambda: default_split(data))
+        elif split == "test":  # named: the published test split whole, e.g. IMDb's 25,000 beside a run's 5,000
+            data = replace(cfg.data, test_sample=None)
         split = split or "test"
         _guard(lambda: check_independent(cfg.data.dataset, name, split))
     frame, label_names = _guard(lambda: split_of(data, split))
