@@ -170,7 +170,7 @@ def test_runs_table_says_where_and_in_which_precision_each_run_ran(lora_study):
 
 def test_report_of_a_grid_over_seeds_and_sizes(full_study):
     check_figures(full_study, {"pareto", "quality", "cost", "learning_curves", "confusion_matrices",
-                               "f1_vs_size", "grid"})
+                               "f1_vs_size", "loss_by_size", "grid"})
     html = (full_study / "report.html").read_text()
     assert "sarcasm" in html and "with negation" in html and "Most confident mistakes" in html
 
@@ -187,6 +187,24 @@ def test_a_sizes_study_still_running_is_reported_where_every_method_has_runs(tmp
     assert report.recommendation.method == "full"
     assert write_report(directory) == directory / "report.html"
     assert "f1_vs_size" in {p.stem for p in (directory / "figures").glob("*.png")}
+
+
+def test_size_figures_draw_every_size_with_its_interval_and_loss_curves(full_report):
+    """The size curve's error bars are summary.csv's 95% interval over seeds and test sample (not the seeds' std,
+    which is zero with one seed); the loss figure has each method's validation and training loss at every size."""
+    from sendit.report.figures import f1_vs_size, loss_by_size, styles
+
+    style = styles(full_report)
+    fig, _ = f1_vs_size(full_report, style)
+    lora = full_report.by_size[full_report.by_size.method == "lora"].sort_values("train_size")
+    container = next(c for c in fig.axes[0].containers if c.get_label() == "LoRA")
+    segments = container.lines[2][0].get_segments()  # one vertical bar per size: (x, low) to (x, high)
+    drawn = np.array([bar[:, 1] for bar in segments])
+    assert drawn == pytest.approx(100 * lora[["test_f1_macro_ci_seeds_low", "test_f1_macro_ci_seeds_high"]].to_numpy())
+    fig, _ = loss_by_size(full_report, style)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["head only", "LoRA", "full fine-tuning"]
+    assert all(len(ax.lines) == 2 * 2 for ax in panels)  # 2 sizes x (validation, training)
 
 
 def test_different_winners_give_different_recommendations(lora_study, full_report):

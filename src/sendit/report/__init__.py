@@ -38,10 +38,6 @@ def write_report(study_dir: str | Path) -> Path:
 CURVES = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_f1"]  # logged per validation, step = its number
 
 
-def _epoch_log(report: Report, row: pd.Series) -> pd.DataFrame:
-    return pd.read_csv(report.study.directory / "runs" / row["run_id"] / "epoch_log.csv")
-
-
 def _numbers(row: pd.Series) -> dict[str, float]:
     """The numeric fields of a results row (numpy integers included, flags and text left out)."""
     return {k: float(v) for k, v in row.items()
@@ -58,7 +54,7 @@ def _track_tensorboard(report: Report) -> Path:
         run_dir = root / row["run_id"]
         shutil.rmtree(run_dir, ignore_errors=True)  # replayed from the CSVs: a re-run must not double the curves
         with SummaryWriter(str(run_dir)) as writer:
-            log = _epoch_log(report, row)
+            log = report.study.run_epoch_log(row["run_id"])
             for step, epoch in enumerate(log.itertuples(), 1):
                 for key in CURVES:
                     writer.add_scalar(f"validation/{key}", getattr(epoch, key), step)
@@ -86,7 +82,7 @@ def _track_mlflow(report: Report) -> str:
             continue
         with mlflow.start_run(run_name=row["run_id"], tags={"sendit.run_id": row["run_id"]}):
             mlflow.log_params({k: row[k] for k in params if k in row and pd.notna(row[k])})
-            for step, epoch in enumerate(_epoch_log(report, row).itertuples(), 1):
+            for step, epoch in enumerate(report.study.run_epoch_log(row["run_id"]).itertuples(), 1):
                 mlflow.log_metrics({k: float(getattr(epoch, k)) for k in CURVES}, step=step)
             mlflow.log_metrics({f"final_{k}": v for k, v in _numbers(row).items() if k not in params})
     return mlflow.get_tracking_uri()

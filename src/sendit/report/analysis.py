@@ -70,7 +70,15 @@ class Study:
         return {m: self.run_file(m, "predictions.csv") for m in self.methods}
 
     def epoch_log(self, method: str) -> pd.DataFrame:
-        return self.run_file(method, "epoch_log.csv")
+        return self.run_epoch_log(self.best.loc[method, "run_id"])
+
+    def run_epoch_log(self, run_id: str) -> pd.DataFrame:
+        """Any run's epoch log, not only a method's selected run's (a sizes study's selection at each size, the
+        trackers' replay of every run)."""
+        path = self.directory / "runs" / run_id / "epoch_log.csv"
+        if not path.is_file():
+            raise ReportError(f"{path}: missing (the run is unfinished or was moved)")
+        return pd.read_csv(path)
 
     def is_baseline(self, method: str) -> bool:
         return is_baseline(method) or is_baseline(self.best.loc[method].get("base_method"))
@@ -415,6 +423,7 @@ class Report:
     mistakes: dict[str, pd.DataFrame]
     deploy: pd.DataFrame | None  # `deployment`: None where the study was not measured deployed
     tuning: pd.DataFrame | None = None  # a search study's budget and sensitivity per method
+    by_size: pd.DataFrame | None = None  # a sizes study's summary.csv: each method's selection per size
 
 
 def analyse(study: Study) -> Report:
@@ -426,4 +435,4 @@ def analyse(study: Study) -> Report:
         recommendation = deploy_advice(recommendation, deploy)
     return Report(study, summary, pairs, recommendation, baselines, negation_accuracy(study), subset_accuracy(study),
                   {m: confident_mistakes(p) for m, p in study.predictions.items() if m not in baselines}, deploy,
-                  tuning(study))
+                  tuning(study), summary_file if size_column(study.results) else None)

@@ -23,8 +23,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from sendit.config import SELECTION_METRICS
-from sendit.report.analysis import SENSITIVITY, Report, pareto_set, pretty, search_trials, size_column, variant_name
-from sendit.results import select, selection_scores
+from sendit.report.analysis import SENSITIVITY, Report, pareto_set, pretty, search_trials, variant_name
+from sendit.results import selection_scores
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -368,25 +368,55 @@ def confusion_matrices(report: Report, style: dict[str, Style]):
 
 
 def f1_vs_size(report: Report, style: dict[str, Style]):
-    """Test macro-F1 against the number of training examples, when the study varies it."""
-    results = report.study.results
-    column = size_column(results)
-    if column is None:
+    """Test macro-F1 against the number of training examples with its 95% interval, when the study varies it."""
+    if report.by_size is None:
         return None
-    chosen = results[results["config_id"].isin(select(results)["config_id"])]  # per method and size
     fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for method in report.study.methods:
-        points = chosen[chosen["method"] == method].groupby(column)["test_f1_macro"].agg(["mean", "std"])
+        points = report.by_size[report.by_size["method"] == method].sort_values("train_size")
+        mean = 100 * points["test_f1_macro_mean"]
+        interval = [mean - 100 * points["test_f1_macro_ci_seeds_low"],
+                    100 * points["test_f1_macro_ci_seeds_high"] - mean]
         s = style[method]
-        ax.errorbar(points.index, 100 * points["mean"], yerr=100 * points["std"].fillna(0), color=s.color,
-                    marker=s.marker, markeredgecolor="black", capsize=3, label=pretty(method))
-    _log_axis(ax, "x", chosen[column])
+        ax.errorbar(points["train_size"], mean, yerr=interval, color=s.color, marker=s.marker, markeredgecolor="black",
+                    capsize=3, label=pretty(method))
+    _log_axis(ax, "x", report.by_size["train_size"])
     ax.set_xlabel("training examples (count, log scale)")
     ax.set_ylabel("test macro-F1 (%)")
     ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig, ("Test macro-F1 against training set size: per size, each method's configuration selected on "
-                 "validation, mean ± std over its seeds.")
+                 "validation, mean over its seeds with the 95% interval over seeds and test sample (over the test "
+                 "sample alone where a size has one seed).")
+
+
+def loss_by_size(report: Report, style: dict[str, Style]):
+    """Training and validation loss of each method's selection at every training set size, one panel per method."""
+    if report.by_size is None:
+        return None
+    trained = [m for m in report.study.methods if m not in report.baselines]
+    sizes = sorted(report.by_size["train_size"].unique())
+    shade = dict(zip(sizes, matplotlib.colormaps[HEAT](np.linspace(0.05, 0.85, len(sizes)))))
+    cols = min(len(trained), 4)
+    fig = Figure(figsize=(3.6 * cols + 0.6, 3.4 * ceil(len(trained) / cols) + 0.5), layout="constrained")
+    axes = fig.subplots(ceil(len(trained) / cols), cols, squeeze=False, sharey=True).ravel()
+    for ax, method in zip(axes, trained):
+        for row in report.by_size[report.by_size["method"] == method].sort_values("train_size").itertuples():
+            log = report.study.run_epoch_log(row.best_run)
+            ax.plot(log["epoch"], log["val_loss"], color=shade[row.train_size], marker="o", markersize=4)
+            ax.plot(log["epoch"], log["train_loss"], color=shade[row.train_size], linestyle="--")
+        ax.set_title(pretty(method))
+        ax.set_xlabel("epoch (passes over its training data)")
+    for ax in axes[len(trained):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("cross-entropy loss (nats)")
+    handles = [Line2D([], [], color=shade[size], label=f"{size:,.0f} examples") for size in sizes]
+    handles += [Line2D([], [], color="black", marker="o", markersize=4, label="validation"),
+                Line2D([], [], color="black", linestyle="--", label="training (mean since the previous validation)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), frameon=False)
+    return fig, ("Loss at each validation of each method's configuration selected at every training set size "
+                 "(darker: fewer examples); an epoch is a pass over that size's examples, so larger sets take more "
+                 "steps per epoch.")
 
 
 def grid_heatmaps(report: Report, style: dict[str, Style]):
@@ -482,6 +512,7 @@ FIGURES = [
     ("learning_curves", "Learning curves", learning_curves),
     ("confusion_matrices", "Confusion matrices", confusion_matrices),
     ("f1_vs_size", "Macro-F1 versus training set size", f1_vs_size),
+    ("loss_by_size", "Loss curves at each training set size", loss_by_size),
     ("grid", "Hyperparameter grid", grid_heatmaps),
     ("tuning_sensitivity", "Tuning sensitivity", tuning_sensitivity),
     ("tuning_progress", "Search progress", tuning_progress),
