@@ -1,9 +1,11 @@
-"""Per-run peak memory: a reset forgets what earlier work allocated and freed."""
+"""Per-run peak memory: a reset forgets what earlier work allocated and freed; the process settings that bound it."""
+import os
 import subprocess
 import sys
 
 import pytest
 
+from sendit.host import PRIMITIVE_CACHE_CAPACITY
 from sendit.measure import peak_memory_mb, release_freed_memory, reset_peak_memory, rss_mb
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux")
@@ -40,3 +42,14 @@ def test_freed_memory_is_kept_for_reuse():
     default, kept = (float(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
                                           check=True).stdout) for mode in ("default", "keep"))
     assert default > 10_000 and kept < 1_000
+
+
+def test_importing_sendit_bounds_onednn_primitive_cache_unless_the_user_sized_it():
+    """oneDNN reads its cache capacity at its first primitive; `import sendit` comes before any, so it sets the
+    bound there (length-sorted batches otherwise grew memory by gigabytes); a capacity the user set stays."""
+    code = "import os, sendit\nprint(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])\n"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    theirs = subprocess.run([sys.executable, "-c", code], env={**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
+                            capture_output=True, text=True, check=True)
+    assert (ours.stdout.strip(), theirs.stdout.strip()) == (str(PRIMITIVE_CACHE_CAPACITY), "1024")
