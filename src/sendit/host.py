@@ -12,7 +12,7 @@ oneDNN, behind torch's bf16 matmuls on CPU, caches every primitive it builds (1,
 operation and input shape; length-sorted batches give nearly every batch a shape of its own, so memory grew
 with the number of texts scored: evaluating IMDb's 25,000 test reviews at 256 tokens reached 10.9 GB (killed
 beside a study on a 24 GB machine). `bound_primitive_cache` (run at `import sendit`, before torch builds any)
-keeps 32: 1.2 GB less at 4,000 reviews, training 0.6 GB less, at the same speed (benchmarks/results/
+keeps 32: 1.3 GB less at 4,000 reviews, training 0.6 GB less, at the same speed (benchmarks/results/
 primitive_cache.md). ONEDNN_PRIMITIVE_CACHE_CAPACITY set by the user wins.
 """
 from __future__ import annotations
