@@ -42,6 +42,10 @@ def section(study: Path, metric: str, theirs: dict[str, float]) -> list[str]:
     summary = pd.read_csv(study / "summary.csv")
     name = METRICS[metric]
     sized = "train_size" in summary and summary.train_size.nunique() > 1
+    if sized:  # each method's sizes in order (summary.csv lists run ids alphabetically: n10000 before n5000)
+        first = {method: i for i, method in enumerate(dict.fromkeys(summary["method"]))}
+        summary = summary.sort_values(["method", "train_size"],
+                                      key=lambda c: c.map(first) if c.name == "method" else c)
     lines = [f"| method |{' train n |' if sized else ''} configuration | seeds | {name} (mean ± std) | 95% CI, test "
              f"| 95% CI, seeds + test | other (mean) | train s | peak RSS MB | theirs | verdict |",
              "|---|" + ("---|" if sized else "") + "---|---|---|---|---|---|---|---|---|---|"]
@@ -62,9 +66,12 @@ def section(study: Path, metric: str, theirs: dict[str, float]) -> list[str]:
                      f"{row['peak_memory_mb_mean']:,.0f} | {said[0]} | {said[1]} |")
     if (study / "pairwise.csv").exists():
         pairs = pd.read_csv(study / "pairwise.csv")
+        if sized:
+            pairs = pairs.sort_values("train_size", kind="stable")
         lines += ["", "Paired tests between the selected configurations on the same test set, over the seeds both ran "
                   "(McNemar's extension to the seed-averaged accuracy; McNemar itself with one seed): "
-                  + "; ".join(pairs["verdict"]) + "."]
+                  + "; ".join(pairs["verdict"] + (" at " + pairs["train_size"].map("{:,.0f}".format) + " examples"
+                                                  if sized else "")) + "."]
     return lines
 
 
