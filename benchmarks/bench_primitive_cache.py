@@ -3,8 +3,8 @@
 
 oneDNN (torch's CPU matmuls in bf16) keeps each primitive it builds in a cache of 1,024 entries by default, one
 per operation and input shape. Length-sorted batches give nearly every batch its own shape, so evaluating many
-texts grows memory by the entries' weights and scratchpads until the cache is full. `import sendit` bounds it
-(`sendit.host.PRIMITIVE_CACHE_CAPACITY`, unless ONEDNN_PRIMITIVE_CACHE_CAPACITY is set); this measures what each
+texts grows memory by the entries' weights and scratchpads until the cache is full. sendit bounds it past 128 tokens
+(`sendit.host.bound_primitive_cache`, unless ONEDNN_PRIMITIVE_CACHE_CAPACITY is set); this measures what each
 capacity costs, each in a fresh process, in the order given, on the run's test texts (tokenising excluded).
 
   python benchmarks/bench_primitive_cache.py RUN --dataset imdb:test -n 4000 --capacities 1024 32 4 --precision bf16

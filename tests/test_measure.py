@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from sendit.host import PRIMITIVE_CACHE_CAPACITY
+from sendit.host import PRIMITIVE_CACHE_CAPACITY, RECURRING_SHAPES_MAX_LENGTH
 from sendit.measure import peak_memory_mb, release_freed_memory, reset_peak_memory, rss_mb
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux")
@@ -44,12 +44,17 @@ def test_freed_memory_is_kept_for_reuse():
     assert default > 10_000 and kept < 1_000
 
 
-def test_importing_sendit_bounds_onednn_primitive_cache_unless_the_user_sized_it():
-    """oneDNN reads its cache capacity at its first primitive; `import sendit` comes before any, so it sets the
-    bound there (length-sorted batches otherwise grew memory by gigabytes); a capacity the user set stays."""
-    code = "import os, sendit\nprint(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])\n"
+def test_the_primitive_cache_is_bounded_for_long_texts_only_and_never_against_the_users_size():
+    """Past 128 tokens oneDNN's cache of a primitive per batch shape only grows memory (gigabytes scoring IMDb);
+    up to 128 the shapes recur and the default cache is faster. A size the user set stays. Fresh processes."""
+    code = ("import os, sys\nfrom sendit.host import bound_primitive_cache\n"
+            "bound_primitive_cache(int(sys.argv[1]))\nprint(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))\n")
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    theirs = subprocess.run([sys.executable, "-c", code], env={**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"},
-                            capture_output=True, text=True, check=True)
-    assert (ours.stdout.strip(), theirs.stdout.strip()) == (str(PRIMITIVE_CACHE_CAPACITY), "1024")
+
+    def capacity(max_length: int, **extra) -> str:
+        return subprocess.run([sys.executable, "-c", code, str(max_length)], env={**env, **extra},
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert capacity(256) == str(PRIMITIVE_CACHE_CAPACITY)
+    assert capacity(RECURRING_SHAPES_MAX_LENGTH) == "None"
+    assert capacity(256, ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024") == "1024"

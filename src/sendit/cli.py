@@ -103,9 +103,11 @@ def study(config: Path = typer.Argument(..., help="Study YAML, e.g. configs/quic
 def _run_and_print(cfg, workers: int = 1, ray: Optional[str] = None) -> None:
     """Run a study; print its results, statistics and, for a distillation study, students vs teacher."""
     _quiet()
+    from sendit.host import bound_primitive_cache
     from sendit.study import run_study
     from sendit.table import COST, per_class_table, results_table
 
+    bound_primitive_cache(cfg.model.max_length)
     results = _guard(lambda: run_study(cfg, console, workers, ray))
     console.print(results_table(results, f"{cfg.name}: test set, best configuration per method by validation "
                                          f"{SELECTION_METRICS[cfg.selection.metric]}"))
@@ -177,6 +179,7 @@ def train(dataset: str = typer.Option(DataConfig.dataset, help="Registry name (s
     from sendit.config import RunConfig, apply_overrides, build
     from sendit.data import prepare
     from sendit.distill import loss_for
+    from sendit.host import bound_primitive_cache
     from sendit.run import execute
     from sendit.table import COST, results_table
 
@@ -186,6 +189,7 @@ def train(dataset: str = typer.Option(DataConfig.dataset, help="Registry name (s
         "method": {"name": method, "lr": lr},
         "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed}}, overrides or [])
     cfg = _guard(lambda: build(RunConfig, values))
+    bound_primitive_cache(cfg.model.max_length)
     splits = _guard(lambda: prepare(cfg.data).with_transfer(cfg.transfer))
     row = _guard(lambda: execute(cfg, out, splits, make_loss=loss_for(cfg, splits)))
     if row:
@@ -269,11 +273,15 @@ def evaluate(run: Path = typer.Argument(..., help="A run directory"),
     from dataclasses import replace
 
     from sendit.artifacts import Predictor, prediction_frame
+    from sendit.config import load_run
     from sendit.data import parse_split_name, split_of
     from sendit.data.datasets import check_independent, default_split
     from sendit.evaluate import classification_metrics
+    from sendit.host import bound_primitive_cache
     from sendit.io import atomic_write_csv
 
+    if (run / "config.yaml").is_file():  # before loading folds an adapter (a matmul)
+        bound_primitive_cache(_guard(lambda: load_run(run / "config.yaml")).model.max_length)
     device = _device(device)
     predictor = _guard(lambda: Predictor.from_run(run, device))
     cfg = predictor.cfg

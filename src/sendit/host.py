@@ -9,11 +9,12 @@ machine, plus kernel time. With both thresholds at 1 GiB freed memory is kept an
 so each one's peak memory is its own.
 
 oneDNN, behind torch's bf16 matmuls on CPU, caches every primitive it builds (1,024 by default), one per
-operation and input shape; length-sorted batches give nearly every batch a shape of its own, so memory grew
-with the number of texts scored: evaluating IMDb's 25,000 test reviews at 256 tokens reached 10.9 GB (killed
-beside a study on a 24 GB machine). `bound_primitive_cache` (run at `import sendit`, before torch builds any)
-keeps 32: 1.3 GB less at 4,000 reviews, training 0.6 GB less, at the same speed (benchmarks/results/
-primitive_cache.md). ONEDNN_PRIMITIVE_CACHE_CAPACITY set by the user wins.
+operation and input shape; length-sorted batches give nearly every batch a shape of its own. Up to 128 tokens
+the shapes recur and a smaller cache is slower (tweets at 64 tokens: LoRA training -11% with 32 entries, -8%
+with 256); past it they outnumber any cache, which then only grows memory: evaluating IMDb's 25,000 test
+reviews at 256 tokens reached 10.9 GB (killed beside a study on a 24 GB machine). `bound_primitive_cache`
+keeps 32 entries for such lengths: 1.3 GB less at 4,000 reviews, training 0.6 GB less, at the same speed
+(benchmarks/results/primitive_cache.md). ONEDNN_PRIMITIVE_CACHE_CAPACITY set by the user wins.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import os
 
 REUSE_BYTES = 1 << 30
 PRIMITIVE_CACHE_CAPACITY = 32
+RECURRING_SHAPES_MAX_LENGTH = 128  # up to this many tokens oneDNN's default cache pays (measured at 64 and 256)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
@@ -34,6 +36,11 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, REUSE_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, REUSE_BYTES))
 
 
-def bound_primitive_cache() -> None:
-    """Bound oneDNN's primitive cache for this process and its children, unless the user set its size."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE_CAPACITY))
+def bound_primitive_cache(max_length: int) -> bool:
+    """Bound oneDNN's primitive cache for this process and its children when texts run past
+    RECURRING_SHAPES_MAX_LENGTH tokens, unless the user set its size; before the process's first matmul
+    (oneDNN reads the size once, at its first primitive). True when it set the bound."""
+    if max_length <= RECURRING_SHAPES_MAX_LENGTH or "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ:
+        return False
+    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(PRIMITIVE_CACHE_CAPACITY)
+    return True
