@@ -5,12 +5,14 @@ statistics and report from them: what `benchmarks/results/seeds/<study>/` holds.
   python benchmarks/commit_study.py /work/studies/seeds/imdb_methods benchmarks/results/seeds/imdb_methods --cut 200
 
 Copied: config.yaml, the search journal and a distillation's distill_summary.csv (its inference speeds need the
-models) if any, and each finished run's files except weights (*.safetensors); unfinished runs are left out. The
-target's own STATUS.md (what is still running, written by hand) is kept. `--cut N` shortens texts longer than N characters in the prediction files (IMDb
+models) if any, and each finished run's files except weights (*.safetensors); unfinished runs are left out. What
+the repository adds to the target is kept: STATUS.md (what is still running, written by hand) and test_all/
+(benchmarks/score_predictions.py's scores on a whole published test split). `--cut N` shortens texts longer than N characters in the prediction files (IMDb
 reviews: the repository keeps a tenth of the size); predictions and metrics are unchanged.
 """
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -21,17 +23,21 @@ from sendit.results import is_done, write_results
 from sendit.search import JOURNAL
 
 KEPT = ("config.yaml", JOURNAL, "distill_summary.csv")
-STATUS = "STATUS.md"
+ADDED = ("STATUS.md", "test_all")
 
 
 def copy_study(source: Path, target: Path) -> int:
-    """The study's small files into `target` (emptied first but for its STATUS.md); returns the number of
-    finished runs copied."""
-    status = (target / STATUS).read_text() if (target / STATUS).is_file() else None
-    shutil.rmtree(target, ignore_errors=True)
-    (target / "runs").mkdir(parents=True)
-    if status is not None:
-        (target / STATUS).write_text(status)
+    """The study's small files into `target` (emptied first but for ADDED); returns the number of finished
+    runs copied."""
+    with tempfile.TemporaryDirectory() as aside:
+        for name in ADDED:
+            if (target / name).exists():
+                shutil.move(target / name, Path(aside) / name)
+        shutil.rmtree(target, ignore_errors=True)
+        (target / "runs").mkdir(parents=True)
+        for name in ADDED:
+            if (Path(aside) / name).exists():
+                shutil.move(Path(aside) / name, target / name)
     for name in KEPT:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
