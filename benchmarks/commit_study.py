@@ -12,7 +12,6 @@ reviews: the repository keeps a tenth of the size); predictions and metrics are 
 """
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -29,15 +28,12 @@ ADDED = ("STATUS.md", "test_all")
 def copy_study(source: Path, target: Path) -> int:
     """The study's small files into `target` (emptied first but for ADDED); returns the number of finished
     runs copied."""
-    with tempfile.TemporaryDirectory() as aside:
-        for name in ADDED:
-            if (target / name).exists():
-                shutil.move(target / name, Path(aside) / name)
-        shutil.rmtree(target, ignore_errors=True)
-        (target / "runs").mkdir(parents=True)
-        for name in ADDED:
-            if (Path(aside) / name).exists():
-                shutil.move(Path(aside) / name, target / name)
+    for path in target.glob("*"):
+        if path.is_dir() and path.name not in ADDED:
+            shutil.rmtree(path)
+        elif path.name not in ADDED:
+            path.unlink()
+    (target / "runs").mkdir(parents=True)
     for name in KEPT:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)

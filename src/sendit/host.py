@@ -36,11 +36,9 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, REUSE_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, REUSE_BYTES))
 
 
-def bound_primitive_cache(max_length: int) -> bool:
+def bound_primitive_cache(max_length: int) -> None:
     """Bound oneDNN's primitive cache for this process and its children when texts run past
     RECURRING_SHAPES_MAX_LENGTH tokens, unless the user set its size; before the process's first matmul
-    (oneDNN reads the size once, at its first primitive). True when it set the bound."""
-    if max_length <= RECURRING_SHAPES_MAX_LENGTH or "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ:
-        return False
-    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(PRIMITIVE_CACHE_CAPACITY)
-    return True
+    (oneDNN reads the size once, at its first primitive)."""
+    if max_length > RECURRING_SHAPES_MAX_LENGTH:
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE_CAPACITY))
