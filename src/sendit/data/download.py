@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from sendit.data.errors import DataError
-from sendit.io import atomic_write
+from sendit.io import atomic_write, new_file_beside
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,8 @@ def ensure_writable(folder: Path) -> None:
 
 def fetch(url: str, placed: Path, name: str) -> Path:
     """Stream `url` to a temporary file beside `placed`; a failure says how to do without."""
-    with tempfile.NamedTemporaryFile(dir=placed.parent, prefix=f".{placed.name}.", suffix=".part",
-                                     delete=False) as out:
-        part = Path(out.name)
+    part = new_file_beside(placed, ".part")
+    with open(part, "wb") as out:
         try:
             log.info("downloading %s", url)
             with urllib.request.urlopen(url, timeout=60) as response:
