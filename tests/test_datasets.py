@@ -1,6 +1,8 @@
 """Benchmark readers on tiny files written here (IMDb, SST-2, SemEval-2017, TweetEval, `$T$` target sets),
 their errors, target and head+tail inputs, NAME:SPLIT, and a 3-class dataset through `prepare`."""
+import os
 import re
+import stat
 
 import pandas as pd
 import pytest
@@ -433,6 +435,18 @@ def test_plain_file_download_is_verified_and_placed(tmp_path, monkeypatch):
         download_module.download("dong2014", tmp_path / "data")
     assert not any((tmp_path / "data" / "elsewhere").iterdir())  # no partial file left
 
+
+
+def test_a_downloaded_file_gets_the_umask_permissions(tmp_path, monkeypatch):
+    served = write(tmp_path / "served" / "train.raw", DONG)
+    monkeypatch.setitem(download_module.FILES, "dong2014",
+                        [download_module.RemoteFile(served.as_uri(), "dong/train.raw", len(DONG), None)])
+    previous = os.umask(0o022)
+    try:
+        path = download_module.download("dong2014", tmp_path / "data")["dong/train.raw"]
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # a temporary file's 0600 hid it from the user's group
 
 def test_every_dataset_has_a_download():
     assert set(SOURCES) - {"csv", "tsv", "jsonl"} == set(download_module.DOWNLOADS) | set(download_module.FILES)
