@@ -76,7 +76,7 @@ def test_shrunk_student_follows_its_teacher_even_against_the_labels(separable_sp
     small = shrink(str(_save_tiny(tmp_path)), [0], tmp_path / "student")
     model, _ = load_model(str(small), 2)
     assert model.config.num_hidden_layers == 1
-    labels = torch.from_numpy(separable_splits.train["label"].to_numpy())
+    labels = torch.tensor(separable_splits.train["label"].to_numpy())
     inverted = torch.nn.functional.one_hot(1 - labels, 2).float() * 6 - 3
     monkeypatch.setattr(distill, "teacher_logits", lambda cfg, texts, batch_size: (inverted, True))
 

@@ -1,5 +1,6 @@
 """Every method x every tiny architecture: the promised parameters train, change, and reload exactly."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -178,6 +179,17 @@ def test_ia3_rescales_the_ffn_input_and_names_the_option_for_unknown_models():
     model = get_method(MethodConfig(name="ia3", options={"target_modules": ["value", "output.dense"],
                                                          "feedforward_modules": ["output.dense"]})).apply(model)
     assert sum(".ia3_l." in n for n, _ in model.named_parameters()) == 2 * 3  # value + both output.dense
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "vera", "ia3"])
+def test_adapters_declare_gpt2s_transposed_weights(method):
+    """GPT-2's Conv1D layers keep weights as (in, out): the adapter's config says so, so PEFT does not have
+    to correct it with a warning to every user."""
+    model, _ = load_model("tiny-gpt2", 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_method(MethodConfig(name=method)).apply(model)
+    assert not [w for w in caught if "fan_in_fan_out" in str(w.message)], [str(w.message) for w in caught]
 
 
 @pytest.mark.parametrize("arch", ["tiny-bert", "tiny-gpt2"])

@@ -221,6 +221,14 @@ def head_module_names(model: nn.Module) -> list[str]:
     return names
 
 
+def stores_weights_transposed(model: nn.Module) -> bool:
+    """True for GPT-2-style models, whose `Conv1D` layers keep weights as (in, out): PEFT adapters on them
+    need `fan_in_fan_out=True`, which PEFT otherwise sets itself with a warning to every user."""
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(module, Conv1D) for module in model.modules())
+
+
 def is_head_parameter(name: str, head_names: list[str]) -> bool:
     """True for parameters of the head, in a plain or a PEFT-wrapped model."""
     parts = name.split(".")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from sendit.config import ConfigError
 from sendit.methods.base import PeftMethod, register_method
-from sendit.models import head_module_names
+from sendit.models import head_module_names, stores_weights_transposed
 
 # model_type -> (target module suffixes, feed-forward suffixes), as regular expressions on the
 # end of the module's dotted name. Feed-forward modules are a subset of the targets.
@@ -71,11 +71,8 @@ def ia3_config(model, options: IA3Options):
                 f"(known types: {', '.join(sorted(IA3_MODULES))})")
         suffixes, ff_suffixes = IA3_MODULES[model_type]
         targets, feedforward = _suffix_regex(suffixes), _suffix_regex(ff_suffixes)
-    from transformers.pytorch_utils import Conv1D
-
-    conv1d = any(isinstance(module, Conv1D) for module in model.modules())  # GPT-2 stores weights (in, out)
     return IA3Config(task_type=TaskType.SEQ_CLS, target_modules=targets, feedforward_modules=feedforward,
-                     fan_in_fan_out=conv1d, modules_to_save=head)
+                     fan_in_fan_out=stores_weights_transposed(model), modules_to_save=head)
 
 
 @register_method

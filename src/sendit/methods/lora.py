@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sendit.config import ConfigError
 from sendit.methods.base import PeftMethod, register_method
-from sendit.models import head_module_names
+from sendit.models import head_module_names, stores_weights_transposed
 
 # Query/value projection names across the architectures sendit supports.
 QV_MODULES = ["query", "value", "q_lin", "v_lin", "q_proj", "v_proj", "c_attn"]
@@ -48,7 +48,7 @@ def lora_config(method: TargetedAdapter, model, **extra):
     return LoraConfig(task_type=TaskType.SEQ_CLS, r=options.r, lora_alpha=options.alpha,
                       lora_dropout=options.dropout, target_modules=targets,
                       exclude_modules=head if targets == "all-linear" else None,
-                      modules_to_save=head, **extra)
+                      fan_in_fan_out=stores_weights_transposed(model), modules_to_save=head, **extra)
 
 
 @register_method

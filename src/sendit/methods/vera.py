@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sendit.methods.base import register_method
 from sendit.methods.lora import TargetedAdapter
-from sendit.models import head_module_names
+from sendit.models import head_module_names, stores_weights_transposed
 
 
 @dataclass
@@ -40,4 +40,4 @@ class Vera(TargetedAdapter):
         head, targets = head_module_names(model), self.targets(model)
         return VeraConfig(task_type=TaskType.SEQ_CLS, r=self.options.r, d_initial=self.options.d_initial,
                           vera_dropout=self.options.dropout, target_modules=targets, save_projection=True,
-                          modules_to_save=head)
+                          fan_in_fan_out=stores_weights_transposed(model), modules_to_save=head)
