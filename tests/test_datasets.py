@@ -436,7 +436,6 @@ def test_plain_file_download_is_verified_and_placed(tmp_path, monkeypatch):
     assert not any((tmp_path / "data" / "elsewhere").iterdir())  # no partial file left
 
 
-
 def test_a_downloaded_file_gets_the_umask_permissions(tmp_path, monkeypatch):
     served = write(tmp_path / "served" / "train.raw", DONG)
     monkeypatch.setitem(download_module.FILES, "dong2014",
@@ -447,6 +446,7 @@ def test_a_downloaded_file_gets_the_umask_permissions(tmp_path, monkeypatch):
     finally:
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # a temporary file's 0600 hid it from the user's group
+
 
 def test_every_dataset_has_a_download():
     assert set(SOURCES) - {"csv", "tsv", "jsonl"} == set(download_module.DOWNLOADS) | set(download_module.FILES)
